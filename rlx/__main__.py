@@ -1,0 +1,37 @@
+"""``python -m rlx [overrides]``: check the config (exit 2 on an error, before any model or data
+loads), then run it as a Hydra app (multirun, sweeps and launchers are Hydra's)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def main() -> None:
+    from rlx.config import CONF_DIR, ConfigError, check_cli
+
+    try:
+        check_cli(sys.argv[1:])
+    except ConfigError as e:
+        print(f"rlx: config error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+    import hydra
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+    def app(cfg):
+        from rlx.config import batch_table
+        from rlx.run import run
+
+        print(f"[rlx] {cfg.algo.name} on {cfg.model.name} / {cfg.data.name}, seed {cfg.seed}\n{batch_table(cfg)}",
+              file=sys.stderr)
+        summary = run(cfg)
+        return summary.get("final", {}).get(f"eval/{cfg.data.name}/accuracy")
+
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""GRPO — Group Relative Policy Optimization (Shao et al. 2024, DeepSeekMath, arXiv:2402.03300 §4.1).
+
+Advantage (outcome supervision, §4.1.2), the same for every token of sample i in a group of G:
+
+    A_i = (r_i − mean(r_1..r_G)) / (std(r_1..r_G) + eps)          [std: unbiased; off with scale_rewards=false]
+
+Loss (eq. 3, token-level ratio, KL in the loss rather than in the reward):
+
+    L = agg_t[ −min(ρ_t A_i, clip(ρ_t, 1−ε_low, 1+ε_high) A_i) + β·KL_est(π_θ‖π_ref)_t ]
+
+with ρ_t = π_θ(o_t|·)/π_old(o_t|·) and the aggregation ``loss_agg_mode`` (ops.aggregate).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlx.algos.base import Algorithm
+from rlx.algos.common import clipped_surrogate, kl_loss
+from rlx.ops import group_normalize
+from rlx.registry import ALGOS
+
+
+def grpo_advantages(rewards: torch.Tensor, group_size: int, scale_rewards: bool = True,
+                    std_eps: float = 1e-4) -> torch.Tensor:
+    """Per-sample advantages [N] from rewards [N] (G contiguous samples per prompt)."""
+    return group_normalize(rewards, group_size, scale=scale_rewards, eps=std_eps)
+
+
+def grpo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_low=0.2, eps_high=0.2,
+              beta=0.0, kl_estimator="k3", loss_agg_mode="token_mean", num_tokens=None, num_seqs=None,
+              max_len=None):
+    """(loss, metrics) of GRPO for token log-probs [n, T] and token advantages [n, T]."""
+    norm = dict(loss_agg_mode=loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
+    loss, metrics = clipped_surrogate(logp, old_logp, advantages, response_mask, eps_low=eps_low,
+                                      eps_high=eps_high, **norm)
+    if ref_logp is not None:
+        kl_term, kl_metrics = kl_loss(logp, ref_logp, response_mask, beta=beta, estimator=kl_estimator, **norm)
+        metrics.update(kl_metrics)
+        if beta > 0:
+            loss = loss + kl_term
+    metrics["loss/total"] = loss.detach()
+    return loss, metrics
+
+
+class GRPO(Algorithm):
+    def advantages(self, rewards, response_mask, **batch):
+        adv = grpo_advantages(rewards, self.group_size, self.cfg.scale_rewards, self.cfg.std_eps)
+        return adv.unsqueeze(-1).expand_as(response_mask).to(torch.float32)
+
+    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, **norm):
+        c = self.cfg
+        return grpo_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low=c.eps_low,
+                         eps_high=c.eps_high, beta=c.beta, kl_estimator=c.kl_estimator,
+                         loss_agg_mode=c.loss_agg_mode, **norm)
+
+
+@ALGOS.register("grpo")
+def build_grpo(cfg) -> GRPO:
+    return GRPO(cfg)

@@ -1,0 +1,4 @@
+"""Generation engines behind one interface (``RolloutEngine.generate``)."""
+
+from rlx.rollout import hf  # noqa: F401
+from rlx.rollout.base import Rollout, RolloutEngine  # noqa: F401

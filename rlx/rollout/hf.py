@@ -1,0 +1,54 @@
+"""Generation with transformers ``generate``: KV cache, left padding, explicit sampling parameters.
+
+transformers fills unset generation fields with defaults such as ``top_k=50`` and ``max_length=20``
+(calibration.md §4.4), which would make sampling silently off-policy; every field is set here.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlx.ops import response_mask_from_eos
+from rlx.registry import ENGINES
+from rlx.rollout.base import Rollout, RolloutEngine
+
+
+class HFEngine(RolloutEngine):
+    def __init__(self, model, tokenizer, cfg, device="cpu", autocast=False):
+        from transformers import GenerationConfig
+
+        self.model, self.tok, self.device, self.autocast = model, tokenizer, torch.device(device), autocast
+        self.max_new_tokens = cfg.max_new_tokens
+        common = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                      eos_token_id=tokenizer.eos_token_id, use_cache=True)
+        self.sample_cfg = GenerationConfig(do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k,
+                                           top_p=cfg.top_p, **common)
+        self.greedy_cfg = GenerationConfig(do_sample=False, **common)
+
+    def encode(self, prompts: list[str]):
+        enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], n: int = 1, greedy: bool = False) -> Rollout:
+        ids, am = self.encode(prompts)
+        if n > 1:
+            ids, am = ids.repeat_interleave(n, 0), am.repeat_interleave(n, 0)
+        was_training = self.model.training
+        self.model.eval()
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
+            out = self.model.generate(input_ids=ids, attention_mask=am,
+                                      generation_config=self.greedy_cfg if greedy else self.sample_cfg)
+        self.model.train(was_training)
+        comp = out[:, ids.shape[1]:]
+        eos = self.tok.eos_token_id
+        mask = response_mask_from_eos(comp, eos)
+        has_eos = (comp == eos).any(-1)
+        comp = comp.masked_fill(~mask, self.tok.pad_token_id)
+        texts = self.tok.batch_decode(comp.masked_fill(comp == eos, self.tok.pad_token_id), skip_special_tokens=True)
+        return Rollout(ids, am, comp, mask, ~has_eos, texts, gen_tokens=int(mask.sum()))
+
+
+@ENGINES.register("hf")
+def build_hf(cfg, model, tokenizer, device="cpu", autocast=False) -> HFEngine:
+    return HFEngine(model, tokenizer, cfg, device=device, autocast=autocast)

@@ -1,0 +1,81 @@
+"""``rlx.run(cfg)``: one run, the same path as ``python -m rlx``.
+
+Writes into the run dir: ``config.yaml`` (resolved), ``run_info.json`` (reproducibility bundle: git
+SHA, package versions, seed, data hash, command), ``metrics.jsonl``, ``summary.json`` and
+``checkpoints/`` when enabled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def default_run_dir(cfg) -> Path:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # not inside a Hydra app (rlx.compose + rlx.run)
+        return Path("outputs") / cfg.algo.name / cfg.model.name / time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def git_sha() -> str | None:
+    try:
+        sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (sha + ("-dirty" if dirty else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("rlx", "torch", "transformers", "hydra-core", "omegaconf", "tokenizers", "mlflow", "wandb", "peft"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def data_hash(data) -> str:
+    h = hashlib.sha256()
+    for fn in ("eval_set", "dev_set"):
+        if hasattr(data, fn):
+            h.update(json.dumps(getattr(data, fn)(), sort_keys=True, default=str).encode())
+    h.update(json.dumps(getattr(data, "train_batch", lambda c, n: [])(0, 64), sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def run(cfg, run_dir: str | Path | None = None) -> dict:
+    """Train as ``cfg`` says; returns the summary (also written to ``summary.json``)."""
+    from rlx.registry import TRAINERS, _load_components, build
+
+    _load_components()
+    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    algo = build("algo", cfg.algo)
+    trainer = TRAINERS.get(algo.trainer)(cfg, run_dir)
+    info = {"git_sha": git_sha(), "versions": versions(), "seed": cfg.seed, "data_hash": data_hash(trainer.data),
+            "command": sys.argv, "run_dir": str(run_dir.resolve())}
+    (run_dir / "run_info.json").write_text(json.dumps(info, indent=1))
+    summary = trainer.fit()
+    summary["run_dir"] = str(run_dir)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    trainer.console.print(trainer.console.closing_line(summary))
+    return summary

@@ -1,0 +1,97 @@
+"""Trackers: ``log(metrics, step)``, ``log_config(cfg)``, ``close()``. metrics.jsonl is always on and is
+the run's ground truth; other backends are best-effort mirrors: a failing one is reported once and
+disabled, and training goes on."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from rlx.registry import TRACKERS
+
+
+def _json_value(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # "nan", "inf": never dropped, and the file stays standard JSON
+    return v
+
+
+class JsonlTracker:
+    """One JSON object per logged step in ``metrics.jsonl`` (flushed per line)."""
+
+    def __init__(self, run_dir: Path, truncate_after: int | None = None):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        if truncate_after is not None and self.path.exists():
+            keep = [ln for ln in self.path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln)["step"] <= truncate_after]
+            self.path.write_text("".join(ln + "\n" for ln in keep))
+        elif truncate_after is None and self.path.exists():
+            self.path.unlink()
+        self.fh = open(self.path, "a")
+
+    def log(self, metrics: dict, step: int) -> None:
+        row = {"step": step, **{k: _json_value(v) for k, v in sorted(metrics.items())}}
+        self.fh.write(json.dumps(row) + "\n")
+        self.fh.flush()
+
+    def log_config(self, cfg) -> None:
+        pass
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class GuardedTracker:
+    """Wraps a backend: its first failure is reported once and the backend is disabled."""
+
+    def __init__(self, name: str, backend):
+        self.name, self.backend, self.failed = name, backend, False
+
+    def _call(self, method: str, *args) -> None:
+        if self.failed:
+            return
+        try:
+            getattr(self.backend, method)(*args)
+        except Exception as e:  # a tracker outage must not take the run down
+            self.failed = True
+            print(f"[rlx] tracker '{self.name}' failed in {method}: {type(e).__name__}: {e}; disabled for this run",
+                  file=sys.stderr)
+
+    def log(self, metrics, step):
+        self._call("log", metrics, step)
+
+    def log_config(self, cfg):
+        self._call("log_config", cfg)
+
+    def close(self):
+        self._call("close")
+
+
+class Trackers:
+    """The jsonl file plus every configured backend, each guarded."""
+
+    def __init__(self, cfg, run_dir: Path, truncate_after: int | None = None):
+        self.jsonl = JsonlTracker(run_dir, truncate_after)
+        self.backends = []
+        for name in cfg.tracker.backends:
+            try:
+                self.backends.append(GuardedTracker(name, TRACKERS.get(name)(cfg, run_dir)))
+            except Exception as e:
+                print(f"[rlx] tracker '{name}' could not start: {type(e).__name__}: {e}; continuing without it",
+                      file=sys.stderr)
+
+    def log(self, metrics: dict, step: int) -> None:
+        self.jsonl.log(metrics, step)
+        for b in self.backends:
+            b.log(metrics, step)
+
+    def log_config(self, cfg) -> None:
+        for b in self.backends:
+            b.log_config(cfg)
+
+    def close(self) -> None:
+        self.jsonl.close()
+        for b in self.backends:
+            b.close()
