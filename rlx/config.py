@@ -191,10 +191,12 @@ def _check_types(node, base, prefix) -> None:
         path = f"{prefix}{key}"
         if key not in base or path.startswith("hydra"):
             continue
-        val, ref = node._get_node(key)._value(), base._get_node(key)._value()
-        if isinstance(ref, DictConfig) or isinstance(val, DictConfig):
-            _check_types(node[key], base[key], path + ".")
+        child, ref_child = node._get_node(key), base._get_node(key)
+        if isinstance(child, DictConfig) or isinstance(ref_child, DictConfig):
+            _check_types(child, ref_child, path + ".")
             continue
+        val = child if isinstance(child, ListConfig) else child._value()
+        ref = ref_child if isinstance(ref_child, ListConfig) else ref_child._value()
         if ref is None or val is None or isinstance(val, str) and val.startswith("${"):
             continue
         ok = type(val) is type(ref) or (isinstance(ref, float) and isinstance(val, int) and not isinstance(val, bool))

@@ -11,8 +11,6 @@ from collections import defaultdict
 
 import torch
 
-from rlx.ops import masked_mean
-
 VOCABULARY = {
     "reward/mean": "total shaped reward per sample",
     "reward/std": "std of the total reward over the step's samples",

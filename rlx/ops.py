@@ -105,7 +105,8 @@ def group_normalize(rewards: torch.Tensor, group_size: int, scale: bool = True, 
     r = rewards.view(-1, group_size)
     adv = r - r.mean(-1, keepdim=True)
     if scale:
-        adv = adv / (r.std(-1, keepdim=True) + eps)
+        std = r.std(-1, keepdim=True)
+        adv = torch.where(std > 0, adv / (std + eps), torch.zeros_like(adv))  # equal rewards: no signal
     return adv.reshape(-1)
 
 

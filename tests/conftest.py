@@ -1,0 +1,62 @@
+"""Shared fixtures: a hermetic environment, the composed default config, and the tiny model built
+once per session (random init: unit tests need the architecture, not the warm start)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = ["model.init=random", "trainer.progress=false", "trainer.eval_every=0"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    env = {
+        "RLX_CACHE": os.environ.get("RLX_TEST_CACHE", str(tmp_path_factory.mktemp("rlx_cache"))),
+        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+        "WANDB_DIR": str(home / "wandb"), "WANDB_CACHE_DIR": str(home / "wandb_cache"),
+        "WANDB_DATA_DIR": str(home / "wandb_data"), "WANDB_CONFIG_DIR": str(home / "wandb_config"),
+        "RAY_AUTH_MODE": "disabled", "MPLCONFIGDIR": str(home / "mpl"),
+    }
+    os.environ.update(env)
+    yield env
+
+
+@pytest.fixture(scope="session")
+def cfg():
+    import rlx
+
+    return rlx.compose(FAST)
+
+
+@pytest.fixture(scope="session")
+def tiny(cfg):
+    """(model, tokenizer) of the embedded architecture, random init, built once."""
+    import rlx
+
+    model, tok = rlx.build("model", cfg.model, log=lambda *_: None)
+    return model, tok
+
+
+def run_cli(args, run_dir=None, timeout=300, check=True):
+    """``python -m rlx args`` in a subprocess (the user's path); returns the CompletedProcess."""
+    cmd = [sys.executable, "-m", "rlx", *args]
+    if run_dir is not None:
+        cmd.append(f"hydra.run.dir={run_dir}")
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def read_metrics(run_dir) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line]

@@ -1,0 +1,40 @@
+"""A 2-step run of every algorithm through ``python -m rlx`` (the user's path), and what the run
+directory must hold."""
+
+import json
+
+import pytest
+from conftest import FAST, read_metrics, run_cli
+
+from rlx.config import group_choices
+
+ONLINE_VOCAB = ["reward/mean", "reward/std", "score/mean", "response_length/mean", "response_length/max",
+                "response_length/min", "response_length/clip_ratio", "policy/entropy", "loss/total", "adv/mean",
+                "adv/std", "adv/max", "adv/min", "optim/lr", "optim/grad_norm", "perf/step_s", "perf/gen_s",
+                "perf/train_s", "perf/tokens_per_s", "perf/peak_mem_gb"]
+
+
+@pytest.mark.parametrize("algo", group_choices("algo"))
+def test_two_steps(algo, tmp_path):
+    run_cli([f"algo={algo}", "trainer.steps=2", "data.prompts_per_step=4", *FAST], run_dir=tmp_path)
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert "eval/arithmetic/accuracy" in rows[0] and "eval/arithmetic/accuracy" in rows[-1]
+    for key in ("loss/total", "optim/lr", "perf/step_s"):
+        assert key in rows[1], key
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == 2
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert {"git_sha", "versions", "seed", "data_hash"} <= info.keys()
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / ".hydra" / "config.yaml").exists()
+
+
+def test_grpo_logs_the_vocabulary(tmp_path):
+    run_cli(["algo=grpo", "trainer.steps=2", "data.prompts_per_step=4", *FAST], run_dir=tmp_path)
+    row = read_metrics(tmp_path)[1]
+    expected = ONLINE_VOCAB + ["policy/kl_ref", "policy/kl_old", "policy/clip_frac", "policy/clip_frac_low",
+                               "policy/clip_frac_high", "policy/ratio_max", "policy/ratio_min", "loss/policy",
+                               "loss/kl", "groups/frac_zero_std", "groups/kept_frac", "reward/correct/mean",
+                               "health/skipped_steps"]
+    missing = [k for k in expected if k not in row]
+    assert not missing, missing
