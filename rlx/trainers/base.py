@@ -20,6 +20,7 @@ import torch
 
 from rlx.checkpoint import Checkpointer, rng_state, set_rng_state
 from rlx.metrics import peak_mem_gb
+from rlx.models import make_reference, memory
 from rlx.registry import ENGINES, build
 from rlx.track import Trackers
 
@@ -43,9 +44,10 @@ class Trainer:
         self.algo = build("algo", cfg.algo)
         self.data = build("data", cfg.data)
         self.reward = build("reward", cfg.reward)
+        memory.check(cfg, self.algo.needs_ref, log=self.console.print)
         self.model, self.tok = build("model", cfg.model, log=self.console.print)
         self.model.to(self.device).train()
-        self.ref = self._frozen_copy(self.model) if self.algo.needs_ref else None
+        self.ref = make_reference(self.model) if self.algo.needs_ref else None
         self.engine = ENGINES.get(cfg.rollout.engine)(cfg.rollout, self.model, self.tok, device=self.device,
                                                       autocast=self.autocast)
         self.step, self.cursor, self.bad_steps, self.skipped = 0, 0, 0, 0
@@ -90,7 +92,7 @@ class Trainer:
         try:
             if self.step == 0:
                 self.first_eval = self.evaluate()
-                self.trackers.log(self.first_eval, 0)
+                self.trackers.log({**self.first_eval, **getattr(self.model, "rlx_param_counts", {})}, 0)
             self.console.start(self.step, t.steps, self.first_eval)
             metrics: dict = {}
             while self.step < t.steps and not self.should_stop:
@@ -188,12 +190,3 @@ class Trainer:
         set_rng_state(state["rng"])
         self.console.print(f"[rlx] resumed from {latest} (step {self.step})")
         return latest
-
-    @staticmethod
-    def _frozen_copy(model):
-        import copy
-
-        ref = copy.deepcopy(model).eval()
-        for p in ref.parameters():
-            p.requires_grad_(False)
-        return ref

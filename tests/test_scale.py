@@ -1,0 +1,67 @@
+"""Model presets, LoRA with the adapter-disabled reference, and the memory plan."""
+
+import copy
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import rlx
+from conftest import FAST, read_metrics, run_cli
+from rlx.config import group_choices
+from rlx.models import make_reference, prepare
+from rlx.models.memory import MemoryPlanError, check, estimate
+from rlx.trainers.online import token_logprobs
+
+
+def _batch(tok):
+    enc = tok(["3+4=7", "12+85=97"], return_tensors="pt", padding=True, add_special_tokens=False)
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def test_lora_reference_is_the_base_model(tiny):
+    base, tok = tiny
+    base = copy.deepcopy(base)
+    lora_cfg = OmegaConf.create({"name": "tiny", "lora": {"rank": 4, "alpha": 8, "dropout": 0.0,
+                                                          "target_modules": ["q_proj", "v_proj"]}})
+    policy = prepare(copy.deepcopy(base), lora_cfg, log=lambda *_: None)
+    counts = policy.rlx_param_counts
+    assert 0 < counts["model/trainable_params"] < counts["model/params"] / 10
+    # move the adapter away from its zero init so the policy differs from the base model
+    with torch.no_grad():
+        for n, p in policy.named_parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    ref = make_reference(policy)
+    ids, am = _batch(tok)
+    with torch.no_grad():
+        want, _ = token_logprobs(base.eval(), ids, am, 3)
+        got, _ = token_logprobs(ref, ids, am, 3)
+        pol, _ = token_logprobs(policy, ids, am, 3)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(pol, want, atol=1e-3)
+    # the adapter is enabled again after the reference forward
+    with torch.no_grad():
+        again, _ = token_logprobs(policy, ids, am, 3)
+    assert torch.allclose(again, pol)
+
+
+def test_lora_run_logs_trainable_params(tmp_path):
+    run_cli(["trainer.steps=2", "data.prompts_per_step=4", "model.lora.rank=4", *FAST], run_dir=tmp_path)
+    first = read_metrics(tmp_path)[0]
+    assert 0 < first["model/trainable_params"] < first["model/params"]
+
+
+@pytest.mark.parametrize("preset", [m for m in group_choices("model") if m != "tiny"])
+def test_presets_compose_with_architecture(preset):
+    cfg = rlx.compose([f"model={preset}"])
+    assert cfg.model.source == "hub" and "/" in cfg.model.hub_id
+    plan = estimate(cfg, needs_ref=True)
+    assert plan["params"] > 4e8  # 0.5B and up, counted on the meta device from model.arch
+
+
+def test_memory_plan_refuses_what_cannot_fit():
+    cfg = rlx.compose(["model=llama3_8b", "model.lora.rank=0", "model.dtype=float32", "algo.beta=0.04"])
+    # 8.0B params in fp32 with a reference copy, grads and AdamW: ~150 GB, more than this machine has
+    with pytest.raises(MemoryPlanError, match="llama3_8b"):
+        check(cfg, needs_ref=True, log=lambda *_: None)
