@@ -1,0 +1,44 @@
+"""Anthropic HH-RLHF (Bai et al. 2022, arXiv:2204.05862): whole dialogues as ``chosen`` / ``rejected`` text.
+
+Each row is ``{"chosen": "\\n\\nHuman: ... \\n\\nAssistant: ...", "rejected": ...}``. The prompt is the
+dialogue up to and including the last ``\\n\\nAssistant:`` marker; the response is what follows it (with
+its leading space, as TRL's implicit-prompt split leaves it). A row whose two dialogues differ before
+that marker, or that has no marker, is a bad row (error naming file and line, or dropped with
+``data.bad_rows=drop``). Loads ``data.path``: a local ``.jsonl.gz`` (e.g.
+``../shared/data/hh-rlhf-harmless-base/test.jsonl.gz``) or the dataset id ``Anthropic/hh-rlhf``
+(with ``data.data_dir``, e.g. ``harmless-base``). Everything else is ``rlx/data/preference.py``.
+"""
+
+from __future__ import annotations
+
+from rlx.data.preference import BadRow, build_from_cfg, parse_row
+from rlx.registry import DATA
+
+MARKER = "\n\nAssistant:"
+
+
+def split_dialogue(text: str) -> tuple[str, str]:
+    """(prompt through the last '\\n\\nAssistant:', the final assistant response)."""
+    if not isinstance(text, str):
+        raise BadRow(f"expected dialogue text, got {type(text).__name__}", "malformed")
+    i = text.rfind(MARKER)
+    if i < 0:
+        raise BadRow("no '\\n\\nAssistant:' turn in the dialogue", "no assistant turn")
+    return text[: i + len(MARKER)], text[i + len(MARKER):]
+
+
+def hh_row(row: dict) -> dict:
+    """An HH-RLHF row -> an rlx record (prompt/chosen/rejected split at the last Assistant: turn)."""
+    for key in ("chosen", "rejected"):
+        if key not in row:
+            raise BadRow(f"missing field '{key}'", "missing field")
+    prompt, chosen = split_dialogue(row["chosen"])
+    prompt_r, rejected = split_dialogue(row["rejected"])
+    if prompt != prompt_r:
+        raise BadRow("chosen and rejected differ before the last Assistant: turn", "prompts differ")
+    return parse_row({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+
+
+@DATA.register("hh_rlhf")
+def build_hh_rlhf(cfg):
+    return build_from_cfg(cfg, row_fn=hh_row)
