@@ -232,6 +232,13 @@ def _check_ranges(cfg: DictConfig) -> None:
     if "kl_estimator" in a:
         _need(a.kl_estimator in ("k1", "k2", "k3", "low_var_kl"),
               f"algo.kl_estimator={a.kl_estimator}: valid: k1, k2, k3, low_var_kl")
+    if "kl_coef" in a:  # KL inside the reward (rlx.algos.kl_control)
+        _need(a.kl_coef >= 0, f"algo.kl_coef={a.kl_coef}: must be >= 0")
+        _need(a.kl_penalty in ("k1", "k2", "k3", "low_var_kl"),
+              f"algo.kl_penalty={a.kl_penalty}: valid: k1, k2, k3, low_var_kl")
+        _need(not a.adaptive_kl or (a.kl_target > 0 and a.kl_horizon > 0),
+              f"algo.adaptive_kl=true needs algo.kl_target > 0 and algo.kl_horizon > 0 "
+              f"(got {a.kl_target}, {a.kl_horizon})")
     if "loss_agg_mode" in a:
         from rlx.ops import AGG_MODES
 

@@ -31,6 +31,23 @@ class Algorithm:
         """Bool [B]: which prompt groups (rewards [B, G]) go into the update. Default: all."""
         return torch.ones(rewards.shape[0], dtype=torch.bool)
 
+    def keep_samples(self, rewards: torch.Tensor) -> torch.Tensor:
+        """Bool [B, G]: which samples of the kept groups go into the update (RAFT: the best of each
+        group). Applied after ``keep``; the kept rows lose their group layout. Default: all."""
+        return torch.ones_like(rewards, dtype=torch.bool)
+
+    @property
+    def needs_greedy_baseline(self) -> bool:
+        """True when the loop must decode one greedy response per prompt, score it, and pass its
+        reward to ``advantages`` as ``batch.greedy_rewards`` [N] (ReMax, arXiv:2310.10505)."""
+        return False
+
+    @property
+    def needs_old_logp(self) -> bool:
+        """True when ``advantages`` reads ``batch.old_logp`` (KL in the reward), so the loop computes
+        the behaviour log-probs before the update even when it is on-policy."""
+        return False
+
     def advantages(self, rewards: torch.Tensor, response_mask: torch.Tensor, **batch) -> torch.Tensor:
         """Token-level advantages [N, T] from sequence rewards [N]."""
         raise NotImplementedError

@@ -40,6 +40,7 @@ class Batch:
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
     advantages: torch.Tensor | None = None
+    greedy_rewards: torch.Tensor | None = None   # [N] reward of the prompt's greedy decode (needs_greedy_baseline)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -78,9 +79,16 @@ class OnlineTrainer(Trainer):
         t0 = time.perf_counter()
         batch, metrics = self.rollout()                                   # 1-3
         t_gen = time.perf_counter() - t0
+        if len(batch) == 0:   # nothing kept (every group filtered): no update this step
+            self.sched.step()
+            return {**metrics, "loss/total": 0.0, "optim/grad_norm": 0.0, "perf/gen_s": t_gen,
+                    "perf/train_s": 0.0, "perf/step_s": time.perf_counter() - t0,
+                    "optim/lr": self.sched.get_last_lr()[0]}
         on_policy = self.cfg.trainer.update_epochs == 1 and self._mini(len(batch)) == len(batch)
-        metrics.update(self.reference_logprobs(batch, need_old=not on_policy))   # 4
-        batch.advantages = self.algo.advantages(batch.rewards, batch.response_mask, batch=batch)   # 5
+        need_old = not on_policy or self.algo.needs_old_logp
+        metrics.update(self.reference_logprobs(batch, need_old=need_old))   # 4
+        batch.advantages = self.algo.advantages(batch.rewards, batch.response_mask, batch=batch,
+                                                metrics=metrics)   # 5 (the algorithm may add its extras)
         metrics.update(advantage_metrics(batch.advantages, batch.response_mask))
         metrics.update(self.update(batch, on_policy))                     # 6
         self.sched.step()
@@ -116,11 +124,22 @@ class OnlineTrainer(Trainer):
         ids = torch.cat([out.prompt_ids, out.completion_ids], 1)
         am = torch.cat([out.prompt_mask, out.response_mask.long()], 1)
         batch = Batch(ids, am, resp_mask.to(self.device), rewards.to(self.device))
+        if self.algo.needs_greedy_baseline:
+            batch.greedy_rewards = self._greedy_rewards(records, G)
         keep = self.algo.keep(rewards.view(-1, G))
         metrics["groups/kept_frac"] = keep.float().mean().item()
-        if not keep.all():
-            batch = self._select(batch, keep.repeat_interleave(G))
+        rows = keep.repeat_interleave(G) & self.algo.keep_samples(rewards.view(-1, G)).reshape(-1)
+        if not rows.all():
+            batch = self._select(batch, rows)
         return batch, metrics
+
+    def _greedy_rewards(self, records: list[dict], G: int) -> torch.Tensor:
+        """Total reward [B*G] of one greedy decode per prompt, repeated for its G samples (NaN = unscorable)."""
+        prompts = [r["prompt"] for r in records]
+        out = self.engine.generate(prompts, n=1, greedy=True)
+        fields = {k: [r[k] for r in records] for k in records[0] if k != "prompt"}
+        total = self.reward.score(prompts, out.texts, **fields)["total"]
+        return torch.tensor(total, dtype=torch.float32).repeat_interleave(G).to(self.device)
 
     @staticmethod
     def _select(batch: Batch, rows: torch.Tensor) -> Batch:

@@ -1,0 +1,65 @@
+"""RAFT — Reward rAnked FineTuning (Dong et al. 2023, arXiv:2304.06767, Algorithm 1): sample G
+responses per prompt, keep the best one by reward, and fine-tune on it by maximum likelihood.
+
+    keep_i = 𝟙[i = argmax_j r_j  and  r_i ≥ min_reward]       (one sample per prompt; ties → the first)
+    L      = −agg_t log π_θ(y_t | x, y_<t)   over kept samples      (SFT; no ratio, no clip)
+
+``min_reward`` adapts best-of-G to verifiable rewards the way Xiong et al. (arXiv:2504.11343) run
+RAFT: only positively rewarded (correct) samples are trained on, so a prompt whose best sample is
+still wrong contributes nothing. The advantage is 1 for every kept token (what SFT weights by).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlx.algos.base import Algorithm
+from rlx.algos.reinforce import per_token
+from rlx.ops import aggregate
+from rlx.registry import ALGOS
+
+
+def best_of_group(rewards: torch.Tensor, min_reward: float, keep_ties: bool = False) -> torch.Tensor:
+    """Bool [B, G] for rewards [B, G]: the highest-reward sample(s) of each group, if ≥ min_reward.
+
+    ``keep_ties=False``: exactly one per group (the first argmax, RAFT); ``True``: every sample
+    whose reward equals the group maximum (RAFT++'s indicator 𝟙[r_i = max_j r_j]).
+    """
+    best = rewards.max(-1, keepdim=True).values
+    if keep_ties:
+        mask = rewards == best
+    else:
+        mask = torch.zeros_like(rewards, dtype=torch.bool).scatter_(-1, rewards.argmax(-1, keepdim=True), True)
+    return mask & (best >= min_reward)
+
+
+def raft_loss(logp, response_mask, loss_agg_mode="token_mean", num_tokens=None, num_seqs=None, max_len=None):
+    """(loss, metrics): negative log-likelihood of the kept samples, L = −agg_t log π_θ(y_t|·)."""
+    loss = aggregate(-logp, response_mask, loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
+    return loss, {"loss/policy": loss.detach(), "loss/total": loss.detach()}
+
+
+class RAFT(Algorithm):
+    keep_ties = False
+
+    def keep(self, rewards: torch.Tensor) -> torch.Tensor:
+        """Groups with at least one sample to train on (best reward ≥ min_reward)."""
+        return rewards.max(-1).values >= self.cfg.min_reward
+
+    def keep_samples(self, rewards: torch.Tensor) -> torch.Tensor:
+        mask = best_of_group(rewards, self.cfg.min_reward, self.keep_ties)
+        self._kept_frac = mask.float().mean().item()
+        return mask
+
+    def advantages(self, rewards, response_mask, batch=None, metrics=None, **_):
+        if metrics is not None:
+            metrics[f"{self.name}/kept_frac"] = getattr(self, "_kept_frac", 1.0)
+        return per_token(torch.ones_like(rewards, dtype=torch.float32), response_mask)
+
+    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, **norm):
+        return raft_loss(logp, response_mask, self.cfg.loss_agg_mode, **norm)
+
+
+@ALGOS.register("raft")
+def build_raft(cfg) -> RAFT:
+    return RAFT(cfg)

@@ -1,0 +1,111 @@
+"""Multi-process training under ``torchrun``: ``hardware=ddp`` and ``hardware=fsdp`` (FSDP2).
+
+Rollouts: every rank starts from the same seed and generates the same full batch with the HF engine,
+so the run equals a single process with the same global batch (to float rounding); generation is
+therefore not sharded across ranks (the vLLM engine is the scalable rollout path). Training: each mini-batch is split into
+``world`` contiguous shards; the losses use the mini-batch totals as normalisers, so summing the
+ranks' gradients (all-reduce SUM for DDP; loss × world under FSDP2's averaging reduce-scatter)
+gives exactly the single-process gradient. Only rank 0 logs, writes checkpoints and talks to
+trackers; checkpoints hold full state dicts that load on one process.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+class Dist:
+    def __init__(self, strategy: str = "none", backend: str = "gloo"):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.strategy = strategy if self.world > 1 else "none"
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group(backend)
+
+    @classmethod
+    def from_config(cls, hw) -> "Dist":
+        return cls(hw.get("strategy", "none"), hw.get("backend", "gloo"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def loss_scale(self) -> float:
+        """FSDP2 averages gradients over ranks; our losses are already normalised globally."""
+        return float(self.world) if self.strategy == "fsdp" else 1.0
+
+    def shard(self, rows: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous share of ``rows`` (all rows in one process)."""
+        if not self.enabled:
+            return rows
+        return rows.tensor_split(self.world)[self.rank]
+
+    def wrap(self, model):
+        if self.strategy != "fsdp":
+            return model
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh("cpu" if not torch.cuda.is_available() else "cuda", (self.world,))
+        inner = getattr(model, "model", model)
+        for layer in getattr(inner, "layers", []):
+            fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        return model
+
+    def sync_grads(self, params) -> None:
+        """DDP: one flattened all-reduce (SUM) of every gradient."""
+        if self.strategy != "ddp":
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        i = 0
+        for g in grads:
+            g.copy_(flat[i:i + g.numel()].view_as(g))
+            i += g.numel()
+
+    def reduce_metrics(self, sums: dict, weights: dict, ext: dict, losses: dict):
+        """Combine a MetricAccumulator's parts across ranks (sums, extremes, loss partial sums)."""
+        if not self.enabled:
+            return sums, weights, ext, losses
+        keys = sorted(sums)
+        lkeys = sorted(losses)
+        t = torch.tensor([sums[k] for k in keys] + [weights[k] for k in keys] + [losses[k] for k in lkeys],
+                         dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        n = len(keys)
+        sums = dict(zip(keys, t[:n].tolist()))
+        weights = dict(zip(keys, t[n:2 * n].tolist()))
+        losses = dict(zip(lkeys, t[2 * n:].tolist()))
+        out_ext = {}
+        for k in sorted(ext):
+            v = torch.tensor([ext[k]], dtype=torch.float64)
+            dist.all_reduce(v, op=dist.ReduceOp.MAX if k.endswith("_max") else dist.ReduceOp.MIN)
+            out_ext[k] = v.item()
+        return sums, weights, out_ext, losses
+
+    def full_state_dict(self, model) -> dict:
+        if self.strategy != "fsdp":
+            return model.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
