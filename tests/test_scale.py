@@ -65,3 +65,21 @@ def test_memory_plan_refuses_what_cannot_fit():
     # 8.0B params in fp32 with a reference copy, grads and AdamW: ~150 GB, more than this machine has
     with pytest.raises(MemoryPlanError, match="llama3_8b"):
         check(cfg, needs_ref=True, log=lambda *_: None)
+
+
+def _launcher(config_name):
+    from rlx.config import _compose_raw
+
+    return _compose_raw([], config_name, "sweeps", hydra=True).hydra.launcher
+
+
+def test_slurm_sweep_composes():
+    launcher = _launcher("slurm")
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.gpus_per_node == 8
+
+
+def test_ray_sweep_composes():
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher",
+                        reason="hydra-ray-launcher pins cloudpickle==2.2.1, which breaks joblib>=1.5 (the local "
+                               "sweep launcher), so it is not in the dev extras; install it in its own env")
+    assert _launcher("ray")._target_.endswith("RayLauncher")
