@@ -83,3 +83,18 @@ def test_ray_sweep_composes():
                         reason="hydra-ray-launcher pins cloudpickle==2.2.1, which breaks joblib>=1.5 (the local "
                                "sweep launcher), so it is not in the dev extras; install it in its own env")
     assert _launcher("ray")._target_.endswith("RayLauncher")
+
+
+def test_vllm_engine_says_what_it_needs(tiny):
+    from rlx.registry import ENGINES
+
+    cfg = rlx.compose(["hardware=vllm"])
+    assert cfg.rollout.engine == "vllm" and cfg.hardware.device == "cuda"
+    try:
+        import vllm  # noqa: F401
+        pytest.skip("vLLM is installed: the engine itself is exercised by benchmarks/gpu_check.sh")
+    except ImportError:
+        pass
+    model, tok = tiny
+    with pytest.raises(ImportError, match="pip install vllm"):
+        ENGINES.get("vllm")(cfg.rollout, model, tok)
