@@ -24,13 +24,20 @@ def main() -> None:
     def app(cfg):
         from rlx.config import batch_table
         from rlx.run import run
+        from rlx.sweep import in_multirun, run_isolated
 
+        if in_multirun():  # each sweep job trains in its own process (rlx/sweep.py says why)
+            return run_isolated(cfg)
         print(f"[rlx] {cfg.algo.name} on {cfg.model.name} / {cfg.data.name}, seed {cfg.seed}\n{batch_table(cfg)}",
               file=sys.stderr)
         summary = run(cfg)
         return summary.get("final", {}).get(f"eval/{cfg.data.name}/accuracy")
 
     app()
+    from rlx import sweep
+
+    if sweep.EXIT_STATUS:  # a multirun in which some job failed (SweepCallback)
+        sys.exit(sweep.EXIT_STATUS)
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def _check_overrides(overrides) -> None:
 
 def _sweep_values(value: str) -> list[str]:
     v = value.strip()
-    if v.startswith(("choice(", "range(", "interval(", "glob(")):
+    if v.startswith(("choice(", "range(", "interval(", "glob(", "tag(", "shuffle(", "sort(")):
         return []  # Hydra sweep functions: checked per job
     return [x.strip() for x in v.split(",")] if "," in v and not v.startswith("[") else [v]
 
@@ -223,6 +223,7 @@ def _check_ranges(cfg: DictConfig) -> None:
     _need(cfg.rollout.max_new_tokens >= 1, f"rollout.max_new_tokens={cfg.rollout.max_new_tokens}: must be >= 1")
     _need(cfg.rollout.temperature > 0, f"rollout.temperature={cfg.rollout.temperature}: must be > 0")
     _need(0 < cfg.rollout.top_p <= 1, f"rollout.top_p={cfg.rollout.top_p}: must be in (0, 1]")
+    _check_tracker(cfg)
     if "eps_low" in a and "eps_high" in a:
         _need(a.eps_low >= 0, f"algo.eps_low={a.eps_low}: must be >= 0")
         _need(a.eps_high >= a.eps_low,
@@ -275,3 +276,11 @@ def batch_table(cfg: DictConfig) -> str:
             ("update epochs (mu)", t.update_epochs), ("optimizer steps / step", t.update_epochs * (n // max(mini, 1)))]
     w = max(len(r[0]) for r in rows)
     return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
+
+
+def _check_tracker(cfg: DictConfig) -> None:
+    """A credential in a tracking URI would land in .hydra/overrides.yaml and the logs: refuse it."""
+    uri = OmegaConf.select(cfg, "tracker.mlflow.tracking_uri")
+    _need(not (isinstance(uri, str) and re.search(r"://[^/@\s]+@", uri)),
+          "tracker.mlflow.tracking_uri: holds credentials (user:secret@host); give them as MLFLOW_TRACKING_TOKEN "
+          "or MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in the environment instead")

@@ -77,5 +77,6 @@ def run(cfg, run_dir: str | Path | None = None) -> dict:
     summary = trainer.fit()
     summary["run_dir"] = str(run_dir)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    trainer.trackers.log_artifacts(run_dir, summary)
     trainer.console.print(trainer.console.closing_line(summary))
     return summary

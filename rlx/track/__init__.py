@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from rlx.registry import TRACKERS
+from rlx.track.meta import redact
 
 
 def _json_value(v):
@@ -56,8 +57,8 @@ class GuardedTracker:
             getattr(self.backend, method)(*args)
         except Exception as e:  # a tracker outage must not take the run down
             self.failed = True
-            print(f"[rlx] tracker '{self.name}' failed in {method}: {type(e).__name__}: {e}; disabled for this run",
-                  file=sys.stderr)
+            print(f"[rlx] tracker '{self.name}' failed in {method}: {type(e).__name__}: {redact(str(e))}; "
+                  "disabled for this run", file=sys.stderr)
 
     def log(self, metrics, step):
         self._call("log", metrics, step)
@@ -67,6 +68,10 @@ class GuardedTracker:
 
     def close(self):
         self._call("close")
+
+    def log_artifacts(self, run_dir, summary):
+        if hasattr(self.backend, "log_artifacts"):
+            self._call("log_artifacts", run_dir, summary)
 
 
 class Trackers:
@@ -79,8 +84,8 @@ class Trackers:
             try:
                 self.backends.append(GuardedTracker(name, TRACKERS.get(name)(cfg, run_dir)))
             except Exception as e:
-                print(f"[rlx] tracker '{name}' could not start: {type(e).__name__}: {e}; continuing without it",
-                      file=sys.stderr)
+                print(f"[rlx] tracker '{name}' could not start: {type(e).__name__}: {redact(str(e))}; "
+                      "continuing without it", file=sys.stderr)
 
     def log(self, metrics: dict, step: int) -> None:
         self.jsonl.log(metrics, step)
@@ -95,3 +100,14 @@ class Trackers:
         self.jsonl.close()
         for b in self.backends:
             b.close()
+
+    def log_artifacts(self, run_dir: Path, summary: dict) -> None:
+        """After ``summary.json`` exists: upload it with the resolved config and ``run_info.json``,
+        then end the backends' runs (``close`` leaves a run that ended normally open for this)."""
+        for b in self.backends:
+            b.log_artifacts(run_dir, summary)
+
+
+# Registration (each module imports its heavy library only when its tracker is built).
+from rlx.track import mlflow as _mlflow  # noqa: E402,F401
+from rlx.track import wandb as _wandb  # noqa: E402,F401

@@ -1,0 +1,239 @@
+"""Trackers against the real things: an `mlflow server` on 127.0.0.1 read back over its REST API, a
+W&B offline run read back from its own log file, an unreachable tracking URI, and canary secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import FAST, read_metrics, run_cli
+from omegaconf import OmegaConf
+
+import rlx
+from rlx.track import meta
+
+CANARY_WANDB = "rlx-canary-wandb-5f0c2e9a7d41"
+CANARY_MLFLOW = "rlx-canary-mlflow-b83e61d0c2aa"
+RUN = ["trainer.steps=3", "data.prompts_per_step=4", "hardware.num_threads=1", *FAST]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str, **query) -> dict:
+    with urllib.request.urlopen(f"{url}?{urllib.parse.urlencode(query)}", timeout=30) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` in its own process group (setsid), stopped by the group id in a finally."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, (root / "server.log").read_text()[-3000:]
+            time.sleep(0.5)
+        yield url, root
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server_run(mlflow_server, tmp_path_factory):
+    """One run with tracker=all against the server, with canary secrets in the environment."""
+    url, _ = mlflow_server
+    run_dir = tmp_path_factory.mktemp("server_run")
+    env = {"WANDB_API_KEY": CANARY_WANDB, "MLFLOW_TRACKING_TOKEN": CANARY_MLFLOW}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        proc = run_cli(["tracker=all", f"tracker.mlflow.tracking_uri={url}", "tracker.group=rlx-test", *RUN],
+                       run_dir=run_dir)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return run_dir, proc
+
+
+def test_mlflow_server_holds_the_jsonl_metrics(mlflow_server, server_run):
+    url, root = mlflow_server
+    run_dir, _ = server_run
+    rows = read_metrics(run_dir)
+    run_id = json.loads((run_dir / "mlflow_run.json").read_text())["run_id"]
+    run = get_json(f"{url}/api/2.0/mlflow/runs/get", run_id=run_id)["run"]
+    assert run["info"]["status"] == "FINISHED"
+    exp = get_json(f"{url}/api/2.0/mlflow/experiments/get", experiment_id=run["info"]["experiment_id"])
+    assert exp["experiment"]["name"] == "rlx-test"          # the group
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    assert {k: tags[k] for k in ("algo", "model", "data", "seed")} == {"algo": "grpo", "model": "tiny",
+                                                                       "data": "arithmetic", "seed": "0"}
+    assert tags["config_hash"] == meta.config_hash(cfg)
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    assert params["algo.beta"] == "0.04" and params["trainer.steps"] == "3" and params["data.prompts_per_step"] == "4"
+    # every key of metrics.jsonl, every step, the same value (exact: both are float64)
+    keys = sorted({k for r in rows for k in r if k != "step"})
+    for key in keys:
+        hist = get_json(f"{url}/api/2.0/mlflow/metrics/get-history", run_id=run_id, metric_key=key)["metrics"]
+        assert sorted((m["step"], m["value"]) for m in hist) == [(r["step"], r[key]) for r in rows if key in r], key
+    # one log-batch request per logged step, plus one for the params (96 < 100 per batch)
+    log = (root / "server.log").read_text()
+    assert log.count("/runs/log-batch") == len(rows) + 1
+    arts = get_json(f"{url}/api/2.0/mlflow/artifacts/list", run_id=run_id)
+    assert {f["path"] for f in arts.get("files", [])} >= {"config.yaml", "summary.json", "run_info.json"}
+
+
+def wandb_records(path: Path):
+    """The records of a W&B offline run file: LevelDB-log framing (7-byte header ':W&B', 0xBEE1, 0;
+    32 KiB blocks of [crc32 u32, length u16, type u8] chunks, FULL=1 FIRST=2 MIDDLE=3 LAST=4)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert struct.unpack("<4sHB", data[:7]) == (b":W&B", 0xBEE1, 0)
+    pos, buf = 7, b""
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if left < 7 or (length == 0 and kind == 0):
+            pos += left  # block trailer padding
+            continue
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        buf = chunk if kind in (1, 2) else buf + chunk
+        if kind in (1, 4):
+            rec = pb.Record()
+            rec.ParseFromString(buf)
+            yield rec
+
+
+def test_wandb_offline_run_holds_the_history(server_run):
+    run_dir, _ = server_run
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1, list((run_dir / "wandb").iterdir())
+    recs = list(wandb_records(next(offline[0].glob("run-*.wandb"))))
+    history = []
+    for r in recs:
+        if r.WhichOneof("record_type") == "history":
+            row = {("/".join(i.nested_key) if i.nested_key else i.key): json.loads(i.value_json) for i in r.history.item}
+            history.append({k: v for k, v in row.items() if not k.startswith("_")} | {"step": row["_step"]})
+    assert history == read_metrics(run_dir)
+    run = next(r.run for r in recs if r.WhichOneof("record_type") == "run")
+    assert run.run_group == "rlx-test" and "algo:grpo" in list(run.tags)
+    files = offline[0] / "files"
+    assert {"rlx_config.yaml", "rlx_summary.json", "rlx_run_info.json"} <= {p.name for p in files.iterdir()}
+
+
+def test_canary_secrets_are_written_nowhere(mlflow_server, server_run):
+    _, root = mlflow_server
+    run_dir, proc = server_run
+    wandb_dirs = [Path(os.environ[k]) for k in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR")]
+    files = [p for d in [run_dir, root / "artifacts", *wandb_dirs] if d.exists() for p in d.rglob("*") if p.is_file()]
+    files.append(root / "mlflow.db")  # the server's store: params, tags, metrics
+    assert len(files) > 20 and any(p.suffix == ".wandb" for p in files)
+    for canary in (CANARY_WANDB, CANARY_MLFLOW):
+        leaked = [str(p) for p in files if canary.encode() in p.read_bytes()]
+        assert not leaked, f"{canary} written to {leaked}"
+        assert canary not in proc.stdout + proc.stderr
+
+
+def test_unreachable_tracking_uri_changes_nothing(server_run, tmp_path):
+    """A closed loopback port: the run completes, says so once, and its metrics equal the tracked run's."""
+    run_dir, _ = server_run
+    dead = f"http://127.0.0.1:{free_port()}"
+    t0 = time.perf_counter()
+    proc = run_cli(["tracker=mlflow", f"tracker.mlflow.tracking_uri={dead}", *RUN], run_dir=tmp_path)
+    assert proc.stderr.count("tracker 'mlflow' could not start") == 1, proc.stderr[-2000:]
+    assert not (tmp_path / "mlflow_run.json").exists()
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
+
+    assert strip(read_metrics(tmp_path)) == strip(read_metrics(run_dir))
+    assert (tmp_path / "summary.json").exists()
+    print(f"unreachable-URI run: {time.perf_counter() - t0:.1f} s wall (includes python start-up)")
+
+
+def test_wandb_online_outage_falls_back_to_offline(tmp_path, monkeypatch):
+    """Logged in (a key) but the W&B host refuses connections: init gives up after init_timeout_s, the
+    run logs offline instead, and completes."""
+    monkeypatch.setenv("WANDB_API_KEY", CANARY_WANDB + "0" * (40 - len(CANARY_WANDB)))
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.delenv("WANDB_MODE")
+    proc = run_cli(["tracker=wandb", "tracker.wandb.init_timeout_s=2", "trainer.steps=1", "data.prompts_per_step=4",
+                    "hardware.num_threads=1", *FAST], run_dir=tmp_path)
+    assert proc.stderr.count("online init failed") == 1 and "logging offline instead" in proc.stderr
+    assert len(list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
+    assert [r["step"] for r in read_metrics(tmp_path)] == [0, 1]
+
+
+def test_redaction_by_hand(monkeypatch):
+    monkeypatch.setenv("SOME_API_KEY", "abcdefgh12345")   # secret-named, 13 chars: its value is redacted
+    monkeypatch.setenv("OTHER_TOKEN", "short")            # under 8 chars: left alone (would mask too much)
+    cfg = OmegaConf.create({"a": {"api_key": "zzz", "path": "/x/abcdefgh12345/y", "max_new_tokens": 4},
+                            "uri": "http://user:pw@host:5000/p"})
+    assert meta.flat_params(cfg) == {"a.api_key": "***", "a.path": "/x/***/y", "a.max_new_tokens": "4",
+                                     "uri": "http://***@host:5000/p"}
+
+
+def test_config_hash_groups_seeds():
+    a, b = rlx.compose(["seed=0"]), rlx.compose(["seed=1"])
+    c = rlx.compose(["seed=0", "algo.beta=0.1"])
+    assert meta.config_hash(a) == meta.config_hash(b) != meta.config_hash(c)
+    assert meta.config_hash(rlx.compose(["seed=0", "tracker=wandb"])) == meta.config_hash(a)
+
+
+def test_credentials_in_tracking_uri_are_refused():
+    with pytest.raises(rlx.ConfigError, match="tracking_uri"):
+        rlx.compose(["tracker=mlflow", "tracker.mlflow.tracking_uri=https://me:s3cret@mlflow.example.com"])
+
+
+def test_compare_reads_an_mlflow_experiment(mlflow_server, server_run, tmp_path):
+    from rlx import compare
+
+    url, _ = mlflow_server
+    runs = compare.load_mlflow(url, "rlx-test")
+    assert len(runs) == 1 and runs[0].status == "completed"
+    run_dir, _ = server_run
+    jsonl = read_metrics(run_dir)
+    assert runs[0].series("reward/mean") == ([r["step"] for r in jsonl if "reward/mean" in r],
+                                             [r["reward/mean"] for r in jsonl if "reward/mean" in r])
+    compare.build_report(runs, tmp_path)
+    assert (tmp_path / "report.html").exists() and (tmp_path / "report.png").stat().st_size > 10_000
+
