@@ -197,7 +197,7 @@ def _check_types(node, base, prefix) -> None:
             continue
         val = child if isinstance(child, ListConfig) else child._value()
         ref = ref_child if isinstance(ref_child, ListConfig) else ref_child._value()
-        if ref is None or val is None or isinstance(val, str) and val.startswith("${"):
+        if ref is None or val is None or any(isinstance(x, str) and x.startswith("${") for x in (val, ref)):
             continue
         ok = type(val) is type(ref) or (isinstance(ref, float) and isinstance(val, int) and not isinstance(val, bool))
         ok = ok or (isinstance(ref, (list, ListConfig)) and isinstance(val, (list, ListConfig)))

@@ -96,16 +96,27 @@ def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, with_entrop
     return logp, lse - (p * z).sum(-1)
 
 
-def group_normalize(rewards: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-4) -> torch.Tensor:
+def group_normalize(rewards: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-4,
+                    valid_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Group-relative advantage A_i = (r_i − mean_g r) / (std_g r + eps) (GRPO, arXiv:2402.03300 §4.1.2).
 
     ``rewards`` is flat [B·G] with the G samples of one prompt contiguous. std is the unbiased
     sample std (torch default): rewards [1, 0, 2] → std 1.0 → A = [0, −1, +1] (algorithms.md §8.1).
+    ``valid_mask`` [B·G] (bool) leaves samples out of their group's mean and std and gives them A = 0
+    (samples whose reward failed: the loop passes ``response_mask.any(-1)``): rewards [1, x, 0, 2]
+    with the second invalid → A = [0, 0, −1, +1] whatever x is.
     """
     r = rewards.view(-1, group_size)
-    adv = r - r.mean(-1, keepdim=True)
+    if valid_mask is None:
+        adv = r - r.mean(-1, keepdim=True)
+        std = r.std(-1, keepdim=True) if scale else None
+    else:
+        v = valid_mask.view(-1, group_size)
+        n = v.sum(-1, keepdim=True)
+        r = torch.where(v, r, torch.zeros((), dtype=r.dtype, device=r.device))
+        adv = torch.where(v, r - r.sum(-1, keepdim=True) / n.clamp(min=1), torch.zeros((), dtype=r.dtype))
+        std = (adv.square().sum(-1, keepdim=True) / (n - 1).clamp(min=1)).sqrt() if scale else None
     if scale:
-        std = r.std(-1, keepdim=True)
         adv = torch.where(std > 0, adv / (std + eps), torch.zeros_like(adv))  # equal rewards: no signal
     return adv.reshape(-1)
 

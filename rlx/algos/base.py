@@ -14,6 +14,9 @@ import torch
 class Algorithm:
     trainer = "online"
     needs_critic = False
+    # True = learns without labels: the online loop never passes the data's fields (answers) to the
+    # training reward, only prompts, completions, completion_ids and ``pseudo_labels`` (TTRL, RLSC).
+    label_free = False
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -26,6 +29,12 @@ class Algorithm:
     @property
     def group_size(self) -> int:
         return int(self.cfg.get("group_size", 1))
+
+    def pseudo_labels(self, answers: list, group_size: int) -> list | None:
+        """Labels [N] that stand in for the data's ``answer`` in a label-free algorithm's training reward,
+        from the reward's reading of each completion's answer (``answers`` [N], None = no answer).
+        Default: None (no pseudo-labels)."""
+        return None
 
     def keep(self, rewards: torch.Tensor) -> torch.Tensor:
         """Bool [B]: which prompt groups (rewards [B, G]) go into the update. Default: all."""

@@ -22,9 +22,10 @@ from rlx.registry import ALGOS
 
 
 def grpo_advantages(rewards: torch.Tensor, group_size: int, scale_rewards: bool = True,
-                    std_eps: float = 1e-4) -> torch.Tensor:
-    """Per-sample advantages [N] from rewards [N] (G contiguous samples per prompt)."""
-    return group_normalize(rewards, group_size, scale=scale_rewards, eps=std_eps)
+                    std_eps: float = 1e-4, valid_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample advantages [N] from rewards [N] (G contiguous samples per prompt); samples outside
+    ``valid_mask`` (failed rewards) are left out of the group statistics and get 0."""
+    return group_normalize(rewards, group_size, scale=scale_rewards, eps=std_eps, valid_mask=valid_mask)
 
 
 def grpo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_low=0.2, eps_high=0.2,
@@ -45,7 +46,8 @@ def grpo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_l
 
 class GRPO(Algorithm):
     def advantages(self, rewards, response_mask, **batch):
-        adv = grpo_advantages(rewards, self.group_size, self.cfg.scale_rewards, self.cfg.std_eps)
+        adv = grpo_advantages(rewards, self.group_size, self.cfg.scale_rewards, self.cfg.std_eps,
+                              valid_mask=response_mask.any(-1))   # failed rewards: all-False rows
         return adv.unsqueeze(-1).expand_as(response_mask).to(torch.float32)
 
     def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, **norm):

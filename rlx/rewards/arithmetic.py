@@ -12,9 +12,12 @@ _INT = re.compile(r"-?\d+")
 @REWARDS.register("arithmetic_correct")
 def build_arithmetic_correct(cfg=None):
     def arithmetic_correct(prompts, completions, answer, **fields) -> list[float]:
-        """1.0 when the completion (decoded up to EOS, stripped) equals the answer exactly, else 0.0."""
-        return [1.0 if c.strip() == str(a).strip() else 0.0 for c, a in zip(completions, answer)]
+        """1.0 when the completion (decoded up to EOS, stripped) equals the answer exactly, else 0.0
+        (a None answer, e.g. a group with no majority in label-free RL, matches nothing)."""
+        return [1.0 if a is not None and c.strip() == str(a).strip() else 0.0 for c, a in zip(completions, answer)]
 
+    # The answer a completion gives, for majority votes (TTRL, maj@k): a bare integer, else none.
+    arithmetic_correct.extract_answer = lambda completion: completion.strip() if _INT.fullmatch(completion.strip()) else None
     return arithmetic_correct
 
 

@@ -1,16 +1,106 @@
-"""A weighted sum of reward terms, each a plain callable from the reward registry.
+"""A weighted sum of reward terms, each a plain callable from the reward registry, isolated per sample.
 
-A term that raises, returns the wrong length or a non-finite value, or exceeds ``timeout_s`` on a
-batch does not stop the run: its samples get NaN, are counted in ``reward/failures`` and are
-masked out of the update by the trainer.
+A term that raises, returns the wrong length or a non-number, or overruns ``timeout_s`` does not
+stop the run: the samples it could not score get NaN, the trainer counts them in
+``reward/failures`` and masks them out of the update. How a term is called:
+
+  1. the whole batch at once on a worker thread, with a deadline of ``timeout_s`` seconds (the fast
+     path: one thread start per term and step, ~0.1 ms); values that are not finite numbers fail
+     only their own sample;
+  2. if the batch call raises, overruns or returns the wrong length, each sample again on its own
+     worker thread, all at once, with one shared deadline of ``timeout_s``; the samples that raise
+     or are still running at the deadline fail, the rest keep their values.
+
+So a step costs at most 2·``timeout_s`` per failing term. ``timeout_s: 0`` calls terms on the
+trainer's thread with no deadline (exceptions are still isolated per sample). Threads cannot be
+killed: a term that never returns keeps its (daemon) thread, and one stuck in C code that holds the
+GIL blocks the process; reward code that may hang should bound itself (e.g. a subprocess).
 """
 
 from __future__ import annotations
 
 import math
+import sys
+import threading
 import time
+from collections import deque
 
 from rlx.registry import REWARDS
+
+_PENDING = object()
+
+
+def call_with_deadline(fn, args: tuple, kwargs: dict, timeout_s: float):
+    """fn(*args, **kwargs) on a daemon thread: (value, None), or (None, error message) on an exception
+    or when it has not returned after ``timeout_s`` seconds (0 = on this thread, no deadline)."""
+    if not timeout_s:
+        try:
+            return fn(*args, **kwargs), None
+        except Exception as e:
+            return None, f"{type(e).__name__}: {e}"
+    box = [_PENDING, None]
+
+    def target():
+        try:
+            box[0] = fn(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - reported, never re-raised on the worker
+            box[1] = f"{type(e).__name__}: {e}"
+
+    t = threading.Thread(target=target, daemon=True, name="rlx-reward")
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        return None, f"no result after timeout_s={timeout_s:g} s"
+    return (None, box[1]) if box[1] is not None else (box[0], None)
+
+
+def _as_float(v) -> float:
+    """A reward value as float; NaN (a failed sample) for None, non-numbers and non-finite values."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return x if math.isfinite(x) else math.nan
+
+
+def run_isolated(batch_call, one_call, n: int, timeout_s: float, convert, failed):
+    """(values [n], batch error or None): ``batch_call()`` on a worker thread with a deadline, else
+    ``one_call(i)`` for every sample concurrently with one shared deadline (steps 1-2 above).
+
+    ``batch_call()`` returns n values and ``one_call(i)`` a list of one; ``convert`` maps a raw value
+    (and raises TypeError on a non-iterable batch result); ``failed`` is the value of a failed sample.
+    """
+    out, err = call_with_deadline(batch_call, (), {}, timeout_s)
+    if err is None:
+        try:
+            vals = [convert(v) for v in out]
+            if len(vals) == n:
+                return vals, None
+            err = f"returned {len(vals)} values for {n} completions"
+        except TypeError:
+            err = f"returned {type(out).__name__}, not a list"
+
+    def one(i):
+        try:
+            vals = list(one_call(i))
+        except Exception:
+            return failed
+        return convert(vals[0]) if len(vals) == 1 else failed
+
+    if not timeout_s:
+        return [one(i) for i in range(n)], err
+    results = [failed] * n
+    deadline = time.monotonic() + timeout_s
+
+    def run(i):
+        results[i] = one(i)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True, name="rlx-reward") for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return [failed if t.is_alive() else results[i] for i, t in enumerate(threads)], err
 
 
 class CompositeReward:
@@ -20,33 +110,55 @@ class CompositeReward:
         self.terms = {name: (REWARDS.get(t.fn)(t), float(t.weight)) for name, t in cfg.terms.items()}
         if self.score_term not in self.terms:
             raise ValueError(f"reward.score_term='{self.score_term}' is not one of reward.terms: {list(self.terms)}")
-        self.errors: list[str] = []
+        self.errors: deque[str] = deque(maxlen=100)   # the latest failure messages
+        self.failures = {name: 0 for name in self.terms}   # failed samples per term, whole run
+        self._reported: set[str] = set()
 
     def __call__(self, prompts, completions, **fields) -> list[float]:
         return self.score(prompts, completions, **fields)["total"]
 
+    # ------------------------------------------------------------------ answers (label-free RL, maj@k)
+    @property
+    def can_extract(self) -> bool:
+        """True when the score term can say which answer a completion gives (``fn.extract_answer``)."""
+        return callable(getattr(self.terms[self.score_term][0], "extract_answer", None))
+
+    def answers(self, completions: list[str]) -> list:
+        """The score term's answer of each completion (hashable, None = no answer), isolated like scoring."""
+        if not self.can_extract:
+            raise ValueError(f"reward.score_term '{self.score_term}' cannot extract answers (its function has no "
+                             "extract_answer); majority votes need one (gsm8k, math, arithmetic_correct have it)")
+        extract = self.terms[self.score_term][0].extract_answer
+        vals, _ = run_isolated(lambda: [extract(c) for c in completions], lambda i: [extract(completions[i])],
+                               len(completions), self.timeout_s, lambda v: v, None)
+        return vals
+
+    # ------------------------------------------------------------------ scoring
     def score(self, prompts, completions, **fields) -> dict:
         """{"total": [...], "score": [...], "terms": {name: [...]}, "failed": [bool]}; NaN = unscorable."""
         n = len(completions)
         terms, failed = {}, [False] * n
         for name, (fn, _) in self.terms.items():
-            vals = self._call(name, fn, prompts, completions, fields, n)
+            def one(i, fn=fn):
+                return fn([prompts[i]], [completions[i]], **{k: [v[i]] for k, v in fields.items()})
+
+            vals, err = run_isolated(lambda fn=fn: fn(prompts, completions, **fields), one, n, self.timeout_s,
+                                     _as_float, math.nan)
+            self._count(name, vals, err)
             terms[name] = vals
             failed = [f or not math.isfinite(v) for f, v in zip(failed, vals)]
         total = [math.nan if failed[i] else sum(w * terms[k][i] for k, (_, w) in self.terms.items())
                  for i in range(n)]
         return {"total": total, "score": terms[self.score_term], "terms": terms, "failed": failed}
 
-    def _call(self, name, fn, prompts, completions, fields, n) -> list[float]:
-        t0 = time.perf_counter()
-        try:
-            vals = [float(v) for v in fn(prompts, completions, **fields)]
-            if len(vals) != n:
-                raise ValueError(f"returned {len(vals)} values for {n} completions")
-        except Exception as e:  # a user's reward function must not take the run down
-            self.errors.append(f"reward term '{name}': {type(e).__name__}: {e}")
-            return [math.nan] * n
-        if self.timeout_s and time.perf_counter() - t0 > self.timeout_s:
-            self.errors.append(f"reward term '{name}' took {time.perf_counter() - t0:.1f}s > timeout_s")
-            return [math.nan] * n
-        return vals
+    def _count(self, name: str, vals: list[float], err: str | None) -> None:
+        bad = sum(not math.isfinite(v) for v in vals)
+        if not bad:
+            return
+        self.failures[name] += bad
+        msg = f"reward term '{name}': {bad}/{len(vals)} samples unscorable" + (f" (batch call: {err})" if err else "")
+        self.errors.append(msg)
+        if name not in self._reported:  # once per term; later ones are counted in reward/failures
+            self._reported.add(name)
+            print(f"[rlx] WARNING: {msg}; they are masked out of the update and counted in reward/failures",
+                  file=sys.stderr, flush=True)

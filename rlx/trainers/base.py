@@ -18,10 +18,12 @@ from pathlib import Path
 
 import torch
 
+from rlx.data.prompts import context_warning
 from rlx.checkpoint import Checkpointer, rng_state, set_rng_state
 from rlx.metrics import peak_mem_gb
 from rlx.models import make_reference, memory
 from rlx.registry import ENGINES, build
+from rlx.rewards.vote import maj_at_k, pass_at_k
 from rlx.track import Trackers
 
 
@@ -50,6 +52,13 @@ class Trainer:
         self.ref = make_reference(self.model) if self.algo.needs_ref else None
         self.engine = ENGINES.get(cfg.rollout.engine)(cfg.rollout, self.model, self.tok, device=self.device,
                                                       autocast=self.autocast)
+        if hasattr(self.data, "prepare"):   # datasets that format and measure prompts with the tokenizer
+            self.data.prepare(self.tok)
+            if hasattr(self.data, "summary"):
+                self.console.print(f"[rlx] {self.data.summary()}")
+        warning = context_warning(self.data, self.model, cfg.rollout.max_new_tokens)
+        if warning:
+            self.console.print(warning)
         self.step, self.cursor, self.bad_steps, self.skipped = 0, 0, 0, 0
         self.first_eval: dict = {}
         self.setup()
@@ -141,17 +150,44 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> dict:
+        """eval/<data>/accuracy (greedy), and with data.eval_k = k > 0 pass@k and maj@k of k samples."""
         records = self.data.eval_set()
         if not records:
             return {}
-        correct = []
-        for i in range(0, len(records), 512):
-            chunk = records[i:i + 512]
-            out = self.engine.generate([r["prompt"] for r in chunk], n=1, greedy=True)
-            fields = {k: [r.get(k) for r in chunk] for k in chunk[0] if k != "prompt"}
-            scored = self.reward.score([r["prompt"] for r in chunk], out.texts, **fields)
-            correct += [0.0 if not math.isfinite(s) else s for s in scored["score"]]
-        return {f"eval/{self.data.name}/accuracy": sum(correct) / len(correct)}
+        name, k = self.data.name, int(self.cfg.data.get("eval_k", 0) or 0)
+        scores, _ = self._eval_samples(records, 1, greedy=True)
+        out = {f"eval/{name}/accuracy": sum(scores) / len(scores)}
+        if k > 0:
+            scores, answers = self._eval_samples(records, k, greedy=False)
+            out[f"eval/{name}/pass@{k}"] = pass_at_k(scores, k)
+            if answers is not None:
+                out[f"eval/{name}/maj@{k}"] = maj_at_k(answers, scores, k)
+        return out
+
+    def _eval_samples(self, records: list[dict], n: int, greedy: bool):
+        """Score-term values [len·n] (unscorable = 0) and the reward's answers (None if it has no extractor)."""
+        scores, answers, size = [], [], max(1, 512 // n)
+        for i in range(0, len(records), size):
+            chunk = records[i:i + size]
+            out = self.engine.generate([r["prompt"] for r in chunk], n=n, greedy=greedy)
+            prompts = [r["prompt"] for r in chunk for _ in range(n)]
+            scored = self.reward.score(prompts, out.texts, **self.reward_fields(chunk, out, n))
+            scores += [0.0 if not math.isfinite(s) else s for s in scored["score"]]
+            if n > 1 and self.reward.can_extract:
+                answers += self.reward.answers(out.texts)
+        return scores, (answers if n > 1 and self.reward.can_extract else None)
+
+    def reward_fields(self, records: list[dict], out, n: int, train: bool = False) -> dict:
+        """Keyword fields of a reward call on ``out`` (n samples per record, contiguous): the records'
+        fields but the prompt, and ``completion_ids`` (response tokens up to and including EOS, as TRL
+        passes them). A label-free algorithm's training call gets no data fields, only its pseudo-labels."""
+        lens = out.response_mask.sum(-1).tolist()
+        fields = {"completion_ids": [row[:m] for row, m in zip(out.completion_ids.tolist(), lens)]}
+        if train and self.algo.label_free:
+            labels = self.algo.pseudo_labels(self.reward.answers(out.texts), n)
+            return fields if labels is None else {**fields, "answer": labels}
+        keys = dict.fromkeys(k for r in records for k in r if k != "prompt")
+        return {**fields, **{k: [r.get(k) for r in records for _ in range(n)] for k in keys}}
 
     # ------------------------------------------------------------------ checkpoints
     def _lr_lambda(self, i: int) -> float:

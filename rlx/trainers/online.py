@@ -108,7 +108,7 @@ class OnlineTrainer(Trainer):
         t0 = time.perf_counter()
         out = self.engine.generate([r["prompt"] for r in records], n=G)
         gen_s = time.perf_counter() - t0
-        fields = {k: [r[k] for r in records for _ in range(G)] for k in records[0] if k != "prompt"}
+        fields = self.reward_fields(records, out, G, train=True)   # no data fields for label-free algorithms
         prompts = [r["prompt"] for r in records for _ in range(G)]
         scored = self.reward.score(prompts, out.texts, **fields)
         metrics = rollout_metrics(scored["total"], scored["score"], scored["terms"], scored["failed"],
