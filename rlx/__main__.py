@@ -28,9 +28,24 @@ def main() -> None:
 
         if in_multirun():  # each sweep job trains in its own process (rlx/sweep.py says why)
             return run_isolated(cfg)
-        print(f"[rlx] {cfg.algo.name} on {cfg.model.name} / {cfg.data.name}, seed {cfg.seed}\n{batch_table(cfg)}",
-              file=sys.stderr)
-        summary = run(cfg)
+        from rlx.checkpoint import ResumeError
+        from rlx.config import check_names
+        from rlx.trainers.base import NonFiniteError
+
+        try:  # exit 2: a config or resume error, before any model or data loads; 3: non-finite steps
+            check_names(cfg)
+            print(f"[rlx] {cfg.algo.name} on {cfg.model.name} / {cfg.data.name}, seed {cfg.seed}\n"
+                  f"{batch_table(cfg)}", file=sys.stderr)
+            summary = run(cfg)
+        except ConfigError as e:
+            print(f"rlx: config error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except ResumeError as e:
+            print(f"rlx: error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except NonFiniteError as e:
+            print(f"rlx: error: {e}", file=sys.stderr)
+            sys.exit(3)
         return summary.get("final", {}).get(f"eval/{cfg.data.name}/accuracy")
 
     app()

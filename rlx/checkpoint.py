@@ -5,6 +5,11 @@ weights), ``state.pt`` (optimizer, scheduler, algorithm state, every RNG stream,
 counters) and ``manifest.json`` with the SHA-256 of each file, written last. It is written into
 ``step_<N>.tmp/``, fsynced, then renamed: a directory without a valid manifest is incomplete and is
 skipped (with a message) when loading.
+
+``resume_point()`` is what ``trainer.resume=true`` continues from: the newest checkpoint that
+verifies (older ones are tried in turn), None when no checkpoint was ever finished (the trainer then
+warns loudly and starts at step 0), and a ``ResumeError`` (exit status 2) when finished checkpoints
+exist but none verifies: never a silent start from scratch. ``RLX_FAULT=kill_in_save@N:<phase>`` (rlx/faults.py) kills the process mid-write.
 """
 
 from __future__ import annotations
@@ -19,6 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from rlx.faults import kill_if
+
+REQUIRED = ("model.safetensors", "state.pt")
+
+
+class ResumeError(RuntimeError):
+    """``trainer.resume=true`` but the checkpoints in the run dir cannot be used."""
 
 
 def rng_state() -> dict:
@@ -65,30 +78,39 @@ class Checkpointer:
         tmp.mkdir(parents=True)
         weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(_untie(weights), tmp / "model.safetensors")
+        kill_if("kill_in_save", step, "weights")
         torch.save(state, tmp / "state.pt")
-        files = ["model.safetensors", "state.pt"]
-        for f in files:
+        kill_if("kill_in_save", step, "state")
+        for f in REQUIRED:
             _fsync(tmp / f)
-        manifest = {"step": step, "files": {f: _sha(tmp / f) for f in files}}
-        (tmp / "manifest.json").write_text(json.dumps(manifest))
+        manifest = {"step": step, "files": {f: _sha(tmp / f) for f in REQUIRED}}
+        (tmp / "manifest.json").write_text(json.dumps(manifest))  # written last: its presence marks completeness
         _fsync(tmp / "manifest.json")
-        shutil.rmtree(final, ignore_errors=True)
+        _fsync(tmp)
+        kill_if("kill_in_save", step, "manifest")
+        shutil.rmtree(final, ignore_errors=True)  # only an incomplete one of the same step can be there
         os.replace(tmp, final)
         _fsync(self.root)
-        self._prune()
+        kill_if("kill_in_save", step, "rename")
+        self._prune(step)
         return final
 
-    def _prune(self) -> None:
-        done = self.complete()
-        for old in done[: max(len(done) - self.keep, 0)]:
+    def entries(self) -> list[Path]:
+        """Every checkpoint directory, complete or not, oldest first."""
+        return sorted(d for d in self.root.glob("step_*") if d.is_dir()) if self.root.is_dir() else []
+
+    def _prune(self, step: int) -> None:
+        """Keep the newest ``keep`` finished checkpoints (manifest present; hashes are checked on load, not
+        here), and drop unfinished ones older than ``step``: the run has passed them."""
+        done = [d for d in self.entries() if not d.name.endswith(".tmp") and (d / "manifest.json").exists()]
+        stale = [d for d in self.entries() if d not in done and _step_of(d) < step]
+        for old in done[: max(len(done) - self.keep, 0)] + stale:
             shutil.rmtree(old, ignore_errors=True)
 
     def complete(self) -> list[Path]:
         """Complete checkpoints, oldest first; incomplete ones are reported and skipped."""
         out = []
-        for d in sorted(self.root.glob("step_*")):
-            if not d.is_dir():
-                continue
+        for d in self.entries():
             ok, why = self.verify(d)
             if ok:
                 out.append(d)
@@ -98,23 +120,51 @@ class Checkpointer:
 
     @staticmethod
     def verify(d: Path) -> tuple[bool, str]:
+        """(True, "") when ``d`` is a finished checkpoint whose files all match the manifest's SHA-256."""
         if d.name.endswith(".tmp"):
-            return False, "write never finished (.tmp)"
+            return False, "its write never finished (.tmp directory)"
         man = d / "manifest.json"
         if not man.exists():
-            return False, "no manifest.json"
+            return False, "no manifest.json (its write never finished)"
         try:
-            files = json.loads(man.read_text())["files"]
-        except (ValueError, KeyError) as e:
-            return False, f"unreadable manifest ({e})"
+            meta = json.loads(man.read_text())
+            files, step = meta["files"], meta["step"]
+        except (ValueError, KeyError, TypeError) as e:
+            return False, f"unreadable manifest.json ({type(e).__name__}: {e})"
+        if step != _step_of(d):
+            return False, f"manifest.json is for step {step}, not {_step_of(d)}"
+        for f in REQUIRED:
+            if f not in files:
+                return False, f"manifest.json does not list {f}"
         for f, digest in files.items():
-            if not (d / f).exists() or _sha(d / f) != digest:
-                return False, f"{f} missing or its hash differs from the manifest"
+            if not (d / f).exists():
+                return False, f"{f} is missing"
+            if _sha(d / f) != digest:
+                return False, f"{f} differs from the SHA-256 in manifest.json (truncated or corrupted)"
         return True, ""
 
     def latest(self) -> Path | None:
-        done = self.complete()
-        return done[-1] if done else None
+        """The newest complete checkpoint (newer incomplete ones are reported and skipped), or None."""
+        for d in reversed(self.entries()):
+            ok, why = self.verify(d)
+            if ok:
+                return d
+            print(f"[rlx] skipping incomplete checkpoint {d}: {why}", file=sys.stderr)
+        return None
+
+    def resume_point(self) -> Path | None:
+        """What ``trainer.resume=true`` continues from: the newest complete checkpoint. None when no
+        checkpoint was ever finished (none at all, or only ``.tmp`` writes cut short: nothing is lost by
+        starting over, and the caller says so loudly). ``ResumeError`` when finished checkpoints exist
+        but none verifies (truncated, corrupted, files missing): starting over would lose a run."""
+        latest = self.latest()
+        finished = [d for d in self.entries() if not d.name.endswith(".tmp")]
+        if latest is None and finished:
+            raise ResumeError(f"trainer.resume=true: {self.root} holds {len(finished)} finished checkpoint(s) but "
+                              f"none is intact ({', '.join(d.name for d in finished)}: see the reasons above); "
+                              "refusing to start from scratch. Start over with trainer.resume=false, or in "
+                              "another run dir.")
+        return latest
 
     @staticmethod
     def load(d: Path, model) -> dict:
@@ -126,6 +176,11 @@ class Checkpointer:
         if missing or unexpected:
             raise RuntimeError(f"checkpoint {d} does not match the model: missing {missing}, unexpected {unexpected}")
         return torch.load(d / "state.pt", weights_only=False)
+
+
+def _step_of(d: Path) -> int:
+    digits = d.name.removeprefix("step_").removesuffix(".tmp")
+    return int(digits) if digits.isdigit() else -1
 
 
 def _untie(weights: dict) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from rlx.choices import AGG_MODES, DTYPES, KL_ESTIMATORS, SCHEDULES
 from rlx.registry import closest
 
 CONF_DIR = (Path(__file__).resolve().parent.parent / "conf").resolve()
@@ -34,6 +35,7 @@ def compose(overrides=(), config_name: str = "config", config_dir: str | None = 
     _check_overrides(overrides)
     cfg = _compose_raw(overrides, config_name, config_dir)
     validate(cfg)
+    check_names(cfg)
     return cfg
 
 
@@ -63,43 +65,84 @@ def _explain(err: Exception, overrides) -> str:
     return msg.splitlines()[0] + ("\n" + "\n".join(msg.splitlines()[1:]) if "\n" in msg else "")
 
 
-def _unknown_key_message(key: str, overrides) -> str:
-    parent, _, leaf = key.rpartition(".")
-    choices_overrides = [o for o in overrides if o.split("=")[0].lstrip("+~") in GROUPS]
+def _base(choices: tuple = ()) -> DictConfig:
+    """The composed defaults for these group choices (cached, read-only: only ever compared against)."""
+    if choices not in _BASE_CACHE:
+        base = _compose_raw(list(choices))
+        OmegaConf.set_readonly(base, True)
+        _BASE_CACHE[choices] = base
+    return _BASE_CACHE[choices]
+
+
+_BASE_CACHE: dict = {}
+
+
+def _group_overrides(overrides) -> tuple:
+    return tuple(o.lstrip("+") for o in overrides if "=" in o and o.split("=")[0].lstrip("+~") in GROUPS
+                 and not o.startswith("~") and len(_sweep_values(o.split("=", 1)[1])) == 1)
+
+
+def _missing_key(key: str, overrides, root: DictConfig | None = None) -> tuple[str, str | None, list[str]] | None:
+    """None if ``key`` exists (in ``root``, default: the composed defaults for these overrides' group
+    choices), else (first missing prefix, corrected full key or None, the valid names at that level)."""
     try:
-        base = _compose_raw(choices_overrides)
-        node = OmegaConf.select(base, parent) if parent else base
+        node = root if root is not None else _base(_group_overrides(overrides))
     except ConfigError:
-        node = None
-    valid = list(node.keys()) if isinstance(node, DictConfig) else []
-    hint = closest(leaf, valid)
-    did = f"; did you mean '{(parent + '.') if parent else ''}{hint}'?" if hint else ""
-    return f"unknown config key '{key}'{did} (valid under '{parent or '<root>'}': {', '.join(map(str, valid))})"
+        return key, None, []
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, DictConfig):
+            return ".".join(parts[:i + 1]), None, []
+        if part not in node:
+            valid = [str(k) for k in node.keys()]
+            hint = closest(part, valid)
+            fixed = ".".join(parts[:i] + [hint] + parts[i + 1:]) if hint else None
+            return ".".join(parts[:i + 1]), fixed, valid
+        node = node._get_node(part)
+    return None
+
+
+def _unknown_key_message(key: str, overrides) -> str:
+    missing = _missing_key(key, overrides)
+    bad, fixed, valid = missing if missing else (key, None, [])
+    where = bad.rpartition(".")[0] or "<root>"
+    inside = f" (in '{key}')" if bad != key else ""
+    did = f"; did you mean '{fixed}'?" if fixed else ""
+    listing = f"valid under '{where}': {', '.join(valid)}" if valid else f"'{where}' has no sub-keys"
+    return f"unknown config key '{bad}'{inside}{did} ({listing})"
 
 
 def _check_overrides(overrides) -> None:
     """Group choices and '+' additions, checked before composing (clear errors, no Hydra trace)."""
     for ov in overrides:
-        if "=" not in ov:
-            raise ConfigError(f"override '{ov}' has no '=' (expected key=value, e.g. algo=grpo)")
-        key, value = ov.split("=", 1)
+        if "=" not in ov and not ov.startswith("~"):
+            raise ConfigError(f"override '{ov}' has no '=' (expected key=value, e.g. trainer.steps=100)")
+        key, value = ov.split("=", 1) if "=" in ov else (ov, "")
         bare = key.lstrip("+~")
+        if not bare:
+            raise ConfigError(f"override '{ov}' has no key before '=' (expected key=value, e.g. trainer.steps=100)")
         if bare.startswith("hydra"):
             continue
+        if key.startswith("~") and bare != "experiment":
+            missing = _missing_key(bare, overrides)
+            if missing:
+                raise ConfigError(_unknown_key_message(bare, overrides))
+            raise ConfigError(f"'{key}': '~' would delete '{bare}', which every run needs; rlx configs are closed: "
+                              f"set it instead ({bare}=<value>)")
         if bare in GROUPS:
             valid = group_choices(bare)
             for choice in _sweep_values(value):
                 if choice not in valid and not (bare == "experiment" and choice == "null"):
                     hint = closest(choice, valid)
-                    did = f"; did you mean '{hint}'?" if hint else ""
-                    raise ConfigError(
-                        f"{bare}={choice}: unknown choice for group '{bare}'{did} (valid: {', '.join(valid)})"
-                    )
+                    did = f"; did you mean '{bare}={hint}'?" if hint else ""
+                    listing = f"valid: {', '.join(valid)}" if valid else f"conf/{bare}/ has no presets yet"
+                    raise ConfigError(f"{bare}={choice}: unknown choice for group '{bare}'{did} ({listing})")
         elif key.startswith("+"):
-            raise ConfigError(
-                f"'{key}': '+' adds a key the rlx schema does not have; rlx configs are closed. "
-                f"Set an existing key instead (drop the '+'), or add the key to conf/ with a comment."
-            )
+            missing = _missing_key(bare, overrides)
+            if missing is None:
+                raise ConfigError(f"'{key}': {bare} already exists; drop the '+' ({bare}={value})")
+            raise ConfigError(f"'{key}': {_unknown_key_message(bare, overrides)}; rlx configs are closed: '+' "
+                              "cannot add keys (set an existing one, or add the key to conf/ with a comment)")
 
 
 def _sweep_values(value: str) -> list[str]:
@@ -179,9 +222,11 @@ def _jobs(overrides, sweep_params) -> list[list[str]]:
 def validate(cfg: DictConfig) -> None:
     """Types against the group's own defaults, then cross-field ranges. Raises ``ConfigError``."""
     choices = [f"{g}={cfg[g].name}" for g in GROUPS if g in cfg and isinstance(cfg[g], DictConfig) and "name" in cfg[g]]
-    base = _compose_raw(choices)
+    base = _base(tuple(choices))
+    _check_resolves(cfg)
     _check_types(cfg, base, "")
     _check_ranges(cfg)
+    _check_values(cfg)
 
 
 def _check_types(node, base, prefix) -> None:
@@ -203,8 +248,12 @@ def _check_types(node, base, prefix) -> None:
         ok = ok or (isinstance(ref, (list, ListConfig)) and isinstance(val, (list, ListConfig)))
         if not ok:
             raise ConfigError(
-                f"{path}={val!r}: expected {type(ref).__name__} (default {ref!r}), got {type(val).__name__}"
+                f"{path}={val!r}: expected {_type_name(ref)} (default {ref!r}), got {_type_name(val)}"
             )
+
+
+def _type_name(v) -> str:
+    return "list" if isinstance(v, (list, ListConfig)) else type(v).__name__
 
 
 def _need(cond: bool, msg: str) -> None:
@@ -212,14 +261,22 @@ def _need(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def _choice(key: str, value, valid) -> None:
+    """``key`` must be one of ``valid`` (rlx.choices: no heavy imports before the config is checked)."""
+    if value not in valid:
+        hint = closest(str(value), valid)
+        did = f"; did you mean '{hint}'?" if hint else ""
+        raise ConfigError(f"{key}={value!r}: not a valid choice{did} (valid: {', '.join(valid)})")
+
+
 def _check_ranges(cfg: DictConfig) -> None:
     t, a = cfg.trainer, cfg.algo
     _need(t.steps >= 1, f"trainer.steps={t.steps}: must be >= 1")
     _need(t.lr > 0, f"trainer.lr={t.lr}: must be > 0")
     _need(t.update_epochs >= 1, f"trainer.update_epochs={t.update_epochs}: must be >= 1")
-    _need(t.eval_every >= 0 and t.save_every >= 0, "trainer.eval_every / trainer.save_every: must be >= 0")
-    _need(t.schedule in ("constant", "linear", "cosine"),
-          f"trainer.schedule={t.schedule}: valid: constant, linear, cosine")
+    _need(t.eval_every >= 0, f"trainer.eval_every={t.eval_every}: must be >= 0 (0 = only at the ends)")
+    _need(t.save_every >= 0, f"trainer.save_every={t.save_every}: must be >= 0 (0 = only on SIGTERM)")
+    _choice("trainer.schedule", t.schedule, SCHEDULES)
     _need(cfg.rollout.max_new_tokens >= 1, f"rollout.max_new_tokens={cfg.rollout.max_new_tokens}: must be >= 1")
     _need(cfg.rollout.temperature > 0, f"rollout.temperature={cfg.rollout.temperature}: must be > 0")
     _need(0 < cfg.rollout.top_p <= 1, f"rollout.top_p={cfg.rollout.top_p}: must be in (0, 1]")
@@ -231,21 +288,15 @@ def _check_ranges(cfg: DictConfig) -> None:
     if "beta" in a:
         _need(a.beta >= 0, f"algo.beta={a.beta}: must be >= 0")
     if "kl_estimator" in a:
-        _need(a.kl_estimator in ("k1", "k2", "k3", "low_var_kl"),
-              f"algo.kl_estimator={a.kl_estimator}: valid: k1, k2, k3, low_var_kl")
+        _choice("algo.kl_estimator", a.kl_estimator, KL_ESTIMATORS)
     if "kl_coef" in a:  # KL inside the reward (rlx.algos.kl_control)
         _need(a.kl_coef >= 0, f"algo.kl_coef={a.kl_coef}: must be >= 0")
-        _need(a.kl_penalty in ("k1", "k2", "k3", "low_var_kl"),
-              f"algo.kl_penalty={a.kl_penalty}: valid: k1, k2, k3, low_var_kl")
+        _choice("algo.kl_penalty", a.kl_penalty, KL_ESTIMATORS)
         _need(not a.adaptive_kl or (a.kl_target > 0 and a.kl_horizon > 0),
               f"algo.adaptive_kl=true needs algo.kl_target > 0 and algo.kl_horizon > 0 "
               f"(got {a.kl_target}, {a.kl_horizon})")
     if "loss_agg_mode" in a:
-        from rlx.ops import AGG_MODES
-
-        _need(a.loss_agg_mode in AGG_MODES,
-              f"algo.loss_agg_mode={a.loss_agg_mode}: valid: {', '.join(AGG_MODES)}"
-              + (f"; did you mean '{closest(a.loss_agg_mode, AGG_MODES)}'?" if closest(a.loss_agg_mode, AGG_MODES) else ""))
+        _choice("algo.loss_agg_mode", a.loss_agg_mode, AGG_MODES)
     if "group_size" in a:
         _need(a.group_size >= a.get("min_group_size", 2),
               f"algo.group_size={a.group_size}: {a.name} needs at least {a.get('min_group_size', 2)} samples per prompt")
@@ -258,9 +309,79 @@ def _check_batch_units(cfg: DictConfig) -> None:
     mini = t.mini_batch_size or n
     micro = t.micro_batch_size or mini
     _need(cfg.data.prompts_per_step >= 1, f"data.prompts_per_step={cfg.data.prompts_per_step}: must be >= 1")
-    _need(n % mini == 0, f"trainer.mini_batch_size={mini}: must divide N = prompts_per_step*group_size = {n}")
+    near = sorted((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - mini), d))[:1] if n > 0 else []
+    _need(n % mini == 0, f"trainer.mini_batch_size={mini}: must divide N = data.prompts_per_step*algo.group_size = "
+                         f"{n}" + (f"; the closest that does is {near[0]}" if near else ""))
     _need(micro >= 1 and (mini % micro == 0 or micro > mini),
           f"trainer.micro_batch_size={micro}: must divide trainer.mini_batch_size={mini}")
+
+
+def _check_resolves(cfg: DictConfig) -> None:
+    """Every interpolation resolves (``trainer.lr=${trainer.foo}`` names the missing key and its closest)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        first = str(e).splitlines()[0]
+        m = re.search(r"Interpolation key '([^']+)' not found", first)
+        missing = _missing_key(m.group(1), [], root=cfg) if m else None
+        did = f"; did you mean '${{{missing[1]}}}'?" if missing and missing[1] else ""
+        raise ConfigError(f"{getattr(e, 'full_key', None) or '<config>'}: cannot resolve: {first}{did}") from None
+
+
+def _check_values(cfg: DictConfig) -> None:
+    """Ranges and choices of the keys every run has (trainer, rollout, model, hardware, sizes)."""
+    t, r, hw = cfg.trainer, cfg.rollout, cfg.hardware
+    _need(t.grad_clip >= 0, f"trainer.grad_clip={t.grad_clip}: must be >= 0 (0 = off)")
+    _need(t.weight_decay >= 0, f"trainer.weight_decay={t.weight_decay}: must be >= 0")
+    _need(len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas),
+          f"trainer.betas={list(t.betas)}: must be two values in [0, 1) (AdamW beta1, beta2)")
+    _need(t.warmup_steps >= 0, f"trainer.warmup_steps={t.warmup_steps}: must be >= 0")
+    _need(t.keep_checkpoints >= 1, f"trainer.keep_checkpoints={t.keep_checkpoints}: must be >= 1 (resume needs one)")
+    _need(t.max_bad_steps >= 1, f"trainer.max_bad_steps={t.max_bad_steps}: must be >= 1")
+    for k in ("mini_batch_size", "micro_batch_size"):
+        _need(t[k] is None or t[k] >= 1, f"trainer.{k}={t[k]}: must be >= 1, or null (the whole batch)")
+    _need(r.top_k >= 0, f"rollout.top_k={r.top_k}: must be >= 0 (0 = off)")
+    if "dtype" in cfg.model:
+        _choice("model.dtype", cfg.model.dtype, DTYPES)
+    dev = str(hw.device)
+    if not re.fullmatch(r"cpu|mps|(cuda|xpu)(:\d+)?", dev):
+        hint = closest(dev, ("cpu", "cuda", "mps"))
+        raise ConfigError(f"hardware.device={dev!r}: not a torch device" + (f"; did you mean '{hint}'?" if hint else "")
+                          + " (valid: cpu, cuda, cuda:<i>, mps, xpu)")
+    if hw.get("num_threads") is not None:
+        _need(hw.num_threads >= 1, f"hardware.num_threads={hw.num_threads}: must be >= 1, or null (torch's default)")
+    if "std_eps" in cfg.algo:
+        _need(cfg.algo.std_eps >= 0, f"algo.std_eps={cfg.algo.std_eps}: must be >= 0")
+    for node, key, low in ((cfg.data, "eval_size", 0), (cfg.data, "dev_size", 0), (cfg.data, "prompts_per_step", 1),
+                           (cfg.algo, "batch_size", 1)):
+        if isinstance(node.get(key), int):
+            _need(node[key] >= low, f"{'data' if node is cfg.data else 'algo'}.{key}={node[key]}: must be >= {low}")
+
+
+def check_names(cfg: DictConfig) -> None:
+    """Registry keys the config names (rollout engine, model source, reward functions, tracker backends)
+    exist. This imports the components (torch among them), so it runs after the light checks: from
+    ``compose``, and in ``rlx.run`` / ``python -m rlx`` before any model or data is loaded."""
+    from rlx.registry import ENGINES, MODELS, REWARDS, TRACKERS, _load_components
+
+    _load_components()
+
+    def known(key: str, name, reg) -> None:
+        if name not in reg.names():
+            hint = closest(str(name), reg.names())
+            did = f"; did you mean '{hint}'?" if hint else ""
+            raise ConfigError(f"{key}={name!r}: unknown {reg.kind}{did} (valid: {', '.join(reg.names())})")
+
+    known("rollout.engine", cfg.rollout.engine, ENGINES)
+    if "source" in cfg.model:
+        known("model.source", cfg.model.source, MODELS)
+    for name, term in (cfg.reward.get("terms") or {}).items():
+        if isinstance(term, DictConfig) and term.get("fn"):
+            known(f"reward.terms.{name}.fn", term.fn, REWARDS)
+    for i, backend in enumerate(cfg.tracker.get("backends") or []):
+        known(f"tracker.backends[{i}]", backend, TRACKERS)
 
 
 def batch_table(cfg: DictConfig) -> str:

@@ -63,9 +63,11 @@ def data_hash(data) -> str:
 
 def run(cfg, run_dir: str | Path | None = None) -> dict:
     """Train as ``cfg`` says; returns the summary (also written to ``summary.json``)."""
+    from rlx.config import check_names
     from rlx.registry import TRAINERS, _load_components, build
 
     _load_components()
+    check_names(cfg)   # registry keys (ConfigError), before any model or data loads
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -19,15 +20,26 @@ def _json_value(v):
     return v
 
 
+def _step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class JsonlTracker:
     """One JSON object per logged step in ``metrics.jsonl`` (flushed per line)."""
 
     def __init__(self, run_dir: Path, truncate_after: int | None = None):
         self.path = Path(run_dir) / "metrics.jsonl"
         if truncate_after is not None and self.path.exists():
-            keep = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln)["step"] <= truncate_after]
-            self.path.write_text("".join(ln + "\n" for ln in keep))
+            # resume: keep the rows up to the checkpoint's step (a torn last line from a kill is dropped),
+            # rewritten to a temporary file and renamed, so a kill now cannot lose the kept rows
+            keep = [ln for ln in self.path.read_text().splitlines() if _step(ln) is not None
+                    and _step(ln) <= truncate_after]
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(ln + "\n" for ln in keep))
+            os.replace(tmp, self.path)
         elif truncate_after is None and self.path.exists():
             self.path.unlink()
         self.fh = open(self.path, "a")

@@ -28,7 +28,7 @@ from rlx.track import Trackers
 
 
 class NonFiniteError(RuntimeError):
-    pass
+    """``trainer.max_bad_steps`` steps in a row had a non-finite loss, gradient or reward (exit status 3)."""
 
 
 class Trainer:
@@ -37,6 +37,9 @@ class Trainer:
 
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.console = console or Console(cfg)
+        self.ckpt = Checkpointer(self.run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints)
+        # resume=true with checkpoints of which none is complete fails here, before anything loads
+        self.resume_from = self.ckpt.resume_point() if cfg.trainer.resume else None
         hw = cfg.hardware
         if hw.num_threads:
             torch.set_num_threads(hw.num_threads)
@@ -64,7 +67,8 @@ class Trainer:
         self.setup()
         self.optim = self.make_optimizer()
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, self._lr_lambda)
-        self.ckpt = Checkpointer(self.run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints)
+        self._step_bad: str | None = None   # first non-finite quantity of the current step (guard)
+        self.first_bad: tuple | None = None  # (quantity, step) that began the current run of bad steps
         self._term = False
         self.should_stop = False  # a subclass may end the run early (e.g. SFT's dev target)
 
@@ -106,6 +110,7 @@ class Trainer:
             metrics: dict = {}
             while self.step < t.steps and not self.should_stop:
                 self.step += 1
+                self._step_bad = None
                 metrics = self.train_step()
                 if self.step == t.steps or self.should_stop or (t.eval_every and self.step % t.eval_every == 0):
                     metrics.update(self.evaluate())
@@ -113,11 +118,13 @@ class Trainer:
                 metrics["perf/peak_mem_gb"] = peak_mem_gb()
                 self.trackers.log(metrics, self.step)
                 self.console.update(self.step, metrics)
-                if self._term or (t.save_every and self.step % t.save_every == 0):
+                term = self._term   # read once: a signal landing between two reads would exit unsaved
+                if term or (t.save_every and self.step % t.save_every == 0):
                     self.save()
-                if self._term:
+                if term:
                     self.console.print(f"[rlx] SIGTERM: checkpoint saved at step {self.step}; exiting with 143")
                     raise SystemExit(143)
+                self._count_bad_step()   # after the step's metrics are logged (non-finite ones as "nan"/"inf")
         finally:
             signal.signal(signal.SIGTERM, prev)
             self.trackers.close()
@@ -134,18 +141,29 @@ class Trainer:
                 "initial": self.first_eval, "final": final, "skipped_steps": self.skipped}
 
     def guard(self, **values) -> bool:
-        """True when every value is finite; otherwise count a skipped update and stop after too many."""
+        """True when every value (loss, grad_norm, reward, ...) is finite. Otherwise the caller skips the
+        update: it is counted in ``health/skipped_steps``, and the step counts as bad (``_count_bad_step``)."""
         bad = [k for k, v in values.items() if not math.isfinite(float(v))]
         if not bad:
-            self.bad_steps = 0
             return True
-        self.bad_steps += 1
         self.skipped += 1
+        self._step_bad = self._step_bad or bad[0]
         self.console.print(f"[rlx] step {self.step}: non-finite {', '.join(bad)}; update skipped")
-        if self.bad_steps >= self.cfg.trainer.max_bad_steps:
-            raise NonFiniteError(f"{self.bad_steps} non-finite steps in a row (first bad quantity: {bad[0]} "
-                                 f"at step {self.step}); stopping (trainer.max_bad_steps)")
         return False
+
+    def _count_bad_step(self) -> None:
+        """At the end of a step: stop after ``trainer.max_bad_steps`` bad steps in a row."""
+        if self._step_bad is None:
+            self.bad_steps, self.first_bad = 0, None
+            return
+        self.bad_steps += 1
+        self.first_bad = self.first_bad or (self._step_bad, self.step)
+        if self.bad_steps >= self.cfg.trainer.max_bad_steps:
+            last = self.ckpt.latest() if self.ckpt.entries() else None
+            raise NonFiniteError(
+                f"non-finite {self.first_bad[0]} at step {self.first_bad[1]}, then {self.bad_steps} step(s) in a row "
+                f"with a skipped update (trainer.max_bad_steps={self.cfg.trainer.max_bad_steps}); stopping. "
+                f"Last complete checkpoint: {last or 'none'}")
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -205,16 +223,18 @@ class Trainer:
         state = {"step": self.step, "cursor": self.cursor, "optim": self.optim.state_dict(),
                  "sched": self.sched.state_dict(), "algo": self.algo.state_dict(), "rng": rng_state(),
                  "bad_steps": self.bad_steps, "skipped": self.skipped, "first_eval": self.first_eval,
-                 "extra": self.extra_state()}
+                 "first_bad": self.first_bad, "extra": self.extra_state()}
         return self.ckpt.save(self.step, self.model, state)
 
     def _maybe_resume(self):
         if not self.cfg.trainer.resume:
             return None
-        latest = self.ckpt.latest()
+        latest = self.resume_from   # checked in __init__: None here means no checkpoint was ever finished
         if latest is None:
-            self.console.print(f"[rlx] WARNING: trainer.resume=true but {self.ckpt.root} holds no complete "
-                               "checkpoint; starting from step 0")
+            cut = [d.name for d in self.ckpt.entries()]
+            why = f"only unfinished writes ({', '.join(cut)})" if cut else "no checkpoint"
+            self.console.print(f"[rlx] WARNING: trainer.resume=true but {self.ckpt.root} holds {why}: STARTING FROM "
+                               "STEP 0 (to continue a run, pass its dir as hydra.run.dir)")
             return None
         state = Checkpointer.load(latest, self.model)
         self.optim.load_state_dict(state["optim"])
@@ -222,6 +242,7 @@ class Trainer:
         self.algo.load_state_dict(state["algo"])
         self.step, self.cursor = state["step"], state["cursor"]
         self.bad_steps, self.skipped, self.first_eval = state["bad_steps"], state["skipped"], state["first_eval"]
+        self.first_bad = state.get("first_bad")
         self.load_extra_state(state["extra"])
         set_rng_state(state["rng"])
         self.console.print(f"[rlx] resumed from {latest} (step {self.step})")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rlx import faults
 from rlx.metrics import MetricAccumulator, advantage_metrics, rollout_metrics
 from rlx.ops import logprobs_from_logits, masked_mean, position_ids_from_mask
 from rlx.registry import TRAINERS
@@ -77,9 +78,18 @@ def token_logprobs(model, input_ids, attention_mask, T: int, with_entropy=False,
 class OnlineTrainer(Trainer):
     def train_step(self) -> dict:
         t0 = time.perf_counter()
-        batch, metrics = self.rollout()                                   # 1-3
+        try:
+            batch, metrics = self.rollout()                                   # 1-3
+        except RuntimeError as e:   # torch.multinomial on non-finite probabilities: the policy overflowed
+            if "probability tensor contains" not in str(e):
+                raise
+            self.guard(logits=math.nan)   # a bad step with no update; the run stops after max_bad_steps
+            self.sched.step()
+            return {"optim/lr": self.sched.get_last_lr()[0], "perf/step_s": time.perf_counter() - t0}
         t_gen = time.perf_counter() - t0
-        if len(batch) == 0:   # nothing kept (every group filtered): no update this step
+        # no update this step when nothing was kept (every group filtered) or no reward is finite (every
+        # sample failed to score, or a term's value overflowed the weighted sum): guard counts the latter
+        if len(batch) == 0 or not self.guard(reward=metrics.get("reward/mean", 0.0)):
             self.sched.step()
             return {**metrics, "loss/total": 0.0, "optim/grad_norm": 0.0, "perf/gen_s": t_gen,
                     "perf/train_s": 0.0, "perf/step_s": time.perf_counter() - t0,
@@ -189,6 +199,8 @@ class OnlineTrainer(Trainer):
         mask = batch.response_mask[rows]
         old = logp.detach() if on_policy else batch.old_logp[rows]
         ref = batch.ref_logp[rows] if batch.ref_logp is not None else None
+        if faults.active("nan_logp", self.step):   # RLX_FAULT=nan_logp@N: as from a forward that overflowed
+            logp = logp * math.nan
         loss, m = self.algo.loss(logp, old, batch.advantages[rows], mask, ref, **norm)
         if on_policy:
             m["policy/entropy"] = masked_mean(ent.detach(), mask)
