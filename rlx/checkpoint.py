@@ -69,14 +69,15 @@ class Checkpointer:
     def __init__(self, root: Path, keep: int = 2):
         self.root, self.keep = Path(root), keep
 
-    def save(self, step: int, model, state: dict) -> Path:
+    def save(self, step: int, model, state: dict, weights: dict | None = None) -> Path:
         from safetensors.torch import save_file
 
         final = self.root / f"step_{step:08d}"
         tmp = self.root / f"step_{step:08d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        weights = weights if weights is not None else model.state_dict()
+        weights = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
         save_file(_untie(weights), tmp / "model.safetensors")
         kill_if("kill_in_save", step, "weights")
         torch.save(state, tmp / "state.pt")
@@ -171,11 +172,33 @@ class Checkpointer:
         from safetensors.torch import load_file
 
         weights = load_file(d / "model.safetensors")
+        if any(type(p).__name__ == "DTensor" for p in model.parameters()):  # FSDP2 ranks
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+            return torch.load(d / "state.pt", weights_only=False)
         missing, unexpected = model.load_state_dict(weights, strict=False)
         missing = [k for k in missing if not _is_tied(model, k)]
         if missing or unexpected:
             raise RuntimeError(f"checkpoint {d} does not match the model: missing {missing}, unexpected {unexpected}")
         return torch.load(d / "state.pt", weights_only=False)
+
+
+def full_optimizer_state(model, optim) -> dict:
+    """Optimizer state as a full (unsharded) dict keyed by parameter name (FSDP2 ranks)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optim, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_state(model, optim, state: dict) -> None:
+    """Plain ``optim.state_dict()`` format, or the name-keyed full format written by FSDP2 ranks."""
+    if any(isinstance(k, str) for k in state.get("state", {})):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optim, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))
+    else:
+        optim.load_state_dict(state)
 
 
 def _step_of(d: Path) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -100,8 +101,13 @@ def find_run_dirs(paths) -> list[Path]:
             found.append(p)
             continue
         marks = [m.parent for pat in ("metrics.jsonl", "job_status.json") for m in p.rglob(pat)]
-        found += sorted({m for m in marks if "wandb" not in m.parts and "checkpoints" not in m.parts})
+        found += sorted({m for m in marks if "wandb" not in m.parts and "checkpoints" not in m.parts}, key=_natural)
     return list(dict.fromkeys(found))
+
+
+def _natural(path: Path) -> list:
+    """Sort key: job 2 before job 10 (``2_grpo_s2`` < ``10_gspo_s1``)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
 
 
 def load_mlflow(uri: str, experiment: str) -> list[Run]:
@@ -329,7 +335,8 @@ def main(argv=None) -> int:
         runs += load_mlflow(a.mlflow, a.experiment)
     out = Path(a.out) if a.out else (Path(a.paths[0]) if len(a.paths) == 1 and not a.mlflow
                                       else Path("outputs") / "compare")
-    title = f"rlx comparison: {a.experiment or ', '.join(Path(x).name for x in a.paths)}"
+    names = ["/".join(Path(x).resolve().parts[-2:]) for x in a.paths]
+    title = f"rlx comparison: {a.experiment or ', '.join(names)}"
     result = build_report(runs, out, by=a.by, threshold=a.threshold, window=max(1, a.smooth), title=title)
     print(f"[rlx] {len(result['rows'])} groups by {', '.join(result['keys'])}; "
           f"{len(result['failed'])} runs did not finish", file=sys.stderr)

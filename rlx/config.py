@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from rlx.choices import AGG_MODES, DTYPES, KL_ESTIMATORS, SCHEDULES
+from rlx.choices import AGG_MODES, CLIP_MODES, DTYPES, KL_ESTIMATORS, KL_ESTIMATORS_ALL, SCHEDULES
 from rlx.registry import closest
 
 CONF_DIR = (Path(__file__).resolve().parent.parent / "conf").resolve()
@@ -45,13 +45,21 @@ def _compose_raw(overrides, config_name="config", config_dir=None, hydra=False) 
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from hydra.core.global_hydra import GlobalHydra
+
     primary = str(Path(config_dir).resolve()) if config_dir else str(CONF_DIR)
     extra = [] if not config_dir else [f"hydra.searchpath=[file://{CONF_DIR}]"]
+    outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()   # inside a running Hydra app (a pipeline composing its stages): set aside
     try:
         with initialize_config_dir(config_dir=primary, version_base="1.3"):
             return hydra_compose(config_name, overrides=extra + list(overrides), return_hydra_config=hydra)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_explain(e, overrides)) from None
+    finally:
+        if outer is not None:   # ... and restored
+            GlobalHydra.instance().clear()
+            GlobalHydra.instance().initialize(outer)
 
 
 def _explain(err: Exception, overrides) -> str:
@@ -288,7 +296,8 @@ def _check_ranges(cfg: DictConfig) -> None:
     if "beta" in a:
         _need(a.beta >= 0, f"algo.beta={a.beta}: must be >= 0")
     if "kl_estimator" in a:
-        _choice("algo.kl_estimator", a.kl_estimator, KL_ESTIMATORS)
+        _choice("algo.kl_estimator", a.kl_estimator, KL_ESTIMATORS_ALL)
+    _check_policy_options(cfg)
     if "kl_coef" in a:  # KL inside the reward (rlx.algos.kl_control)
         _need(a.kl_coef >= 0, f"algo.kl_coef={a.kl_coef}: must be >= 0")
         _choice("algo.kl_penalty", a.kl_penalty, KL_ESTIMATORS)
@@ -301,6 +310,49 @@ def _check_ranges(cfg: DictConfig) -> None:
         _need(a.group_size >= a.get("min_group_size", 2),
               f"algo.group_size={a.group_size}: {a.name} needs at least {a.get('min_group_size', 2)} samples per prompt")
         _check_batch_units(cfg)
+    _check_preference(cfg)
+
+
+def _check_preference(cfg: DictConfig) -> None:
+    """Keys of the offline preference algorithms (rlx/algos/dpo.py ... rrhf.py) and preference data."""
+    a, d = cfg.algo, cfg.data
+    if "label_smoothing" in a:
+        _need(0 <= a.label_smoothing < 0.5, f"algo.label_smoothing={a.label_smoothing}: must be in [0, 0.5) "
+              "(the probability that a pair's label is flipped; 0.5 carries no preference)")
+    if "tau" in a:
+        _need(a.tau > 0, f"algo.tau={a.tau}: must be > 0 (IPO's target margin is 1/(2 tau))")
+    for key in ("gamma", "lam", "lambda_d", "lambda_u", "alpha", "sft_weight"):
+        if isinstance(a.get(key), (int, float)):
+            _need(a[key] >= 0, f"algo.{key}={a[key]}: must be >= 0")
+    if "responses_per_prompt" in d:
+        _need(2 <= d.responses_per_prompt <= 4, f"data.responses_per_prompt={d.responses_per_prompt}: must be in "
+              "[2, 4] (one response per score level of the hidden rule)")
+    for key, valid in (("bad_rows", ("error", "drop")), ("long_prompts", ("error", "drop", "truncate")),
+                       ("wrong_answers", ("random", "near"))):
+        if key in d:
+            _choice(f"data.{key}", d[key], valid)
+
+
+def _check_policy_options(cfg: DictConfig) -> None:
+    """Shared loss options (entropy bonus, dual-clip, clip mode) and DAPO's sampling/shaping keys."""
+    a = cfg.algo
+    if "entropy_coef" in a:
+        _need(a.entropy_coef >= 0, f"algo.entropy_coef={a.entropy_coef}: must be >= 0")
+    if a.get("clip_ratio_c") is not None:
+        _need(a.clip_ratio_c > 1, f"algo.clip_ratio_c={a.clip_ratio_c}: must be > 1 (dual-clip), or null for off")
+    if "clip_mode" in a:
+        _choice("algo.clip_mode", a.clip_mode, CLIP_MODES)
+    if "eps_high_is" in a:
+        _need(a.eps_high_is >= 0 and 0 <= a.eps_low_is <= 1,
+              f"algo.eps_low_is={a.eps_low_is}, algo.eps_high_is={a.eps_high_is}: need 0 <= eps_low_is <= 1 "
+              f"and eps_high_is >= 0")
+    if "max_gen_rounds" in a:
+        _need(a.max_gen_rounds >= 1, f"algo.max_gen_rounds={a.max_gen_rounds}: must be >= 1")
+    if "overlong_buffer_len" in a:
+        L = cfg.rollout.max_new_tokens
+        _need(1 <= a.overlong_buffer_len < L,
+              f"algo.overlong_buffer_len={a.overlong_buffer_len}: must be in [1, rollout.max_new_tokens={L}) "
+              f"(L_max - L_cache is the length that goes unpunished)")
 
 
 def _check_batch_units(cfg: DictConfig) -> None:
@@ -310,7 +362,7 @@ def _check_batch_units(cfg: DictConfig) -> None:
     micro = t.micro_batch_size or mini
     _need(cfg.data.prompts_per_step >= 1, f"data.prompts_per_step={cfg.data.prompts_per_step}: must be >= 1")
     near = sorted((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - mini), d))[:1] if n > 0 else []
-    _need(n % mini == 0, f"trainer.mini_batch_size={mini}: must divide N = data.prompts_per_step*algo.group_size = "
+    _need(mini >= n or n % mini == 0, f"trainer.mini_batch_size={mini}: must divide N = data.prompts_per_step*algo.group_size = "
                          f"{n}" + (f"; the closest that does is {near[0]}" if near else ""))
     _need(micro >= 1 and (mini % micro == 0 or micro > mini),
           f"trainer.micro_batch_size={micro}: must divide trainer.mini_batch_size={mini}")
@@ -394,7 +446,7 @@ def batch_table(cfg: DictConfig) -> str:
     micro = min(t.micro_batch_size or mini, mini)
     rows = [("B prompts / step", b), ("G samples / prompt", g), ("N samples / step", n),
             ("mini batch (samples / optimizer step)", mini), ("micro batch (samples / forward)", micro),
-            ("update epochs (mu)", t.update_epochs), ("optimizer steps / step", t.update_epochs * (n // max(mini, 1)))]
+            ("update epochs (mu)", t.update_epochs), ("optimizer steps / step", t.update_epochs * -(-n // max(mini, 1)))]
     w = max(len(r[0]) for r in rows)
     return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
 

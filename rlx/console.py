@@ -17,6 +17,11 @@ class Console:
         self.progress = None
         self.last_eval: dict = {}
 
+    def mute(self) -> None:
+        """Ranks other than 0 stay silent."""
+        self.enabled, self.log_every = False, 0
+        self.print = lambda msg: None
+
     def print(self, msg: str) -> None:
         if self.progress is not None:
             self.progress.console.print(msg, markup=False, highlight=False)

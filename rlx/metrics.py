@@ -115,8 +115,13 @@ class MetricAccumulator:
             self.loss_all[k].append(v)
         self.loss_now = defaultdict(float)
 
-    def result(self) -> dict:
-        out = {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
-        out.update(self.ext)
-        out.update({k: sum(v) / len(v) for k, v in self.loss_all.items() if v})
+    def result(self, dist=None) -> dict:
+        """The step's metrics; with ``dist`` (rlx.dist.Dist) combined over ranks first."""
+        sums, weights, ext = dict(self.sums), dict(self.weights), dict(self.ext)
+        losses = {k: sum(v) / len(v) for k, v in self.loss_all.items() if v}
+        if dist is not None:
+            sums, weights, ext, losses = dist.reduce_metrics(sums, weights, ext, losses)
+        out = {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
+        out.update(ext)
+        out.update(losses)
         return out

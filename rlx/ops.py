@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 
 AGG_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm")
+KL_ESTIMATORS = ("k1", "k2", "k3", "low_var_kl")
+KL_ESTIMATORS_ALL = KL_ESTIMATORS + tuple(k + "+" for k in KL_ESTIMATORS)  # "+" = straight-through (kl_penalty)
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
@@ -70,7 +72,15 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3"
     - k2 = ½ (log r)² (biased, low variance)
     - k3 = (r − 1) − log r (unbiased, non-negative; GRPO, arXiv:2402.03300 eq. 4)
     - low_var_kl = k3 clamped to [−10, 10] (verl's name for the clamped k3)
+    - a ``+`` suffix (``k1+``, ``k3+``, ...) is the straight-through variant: the value of the named
+      estimator forward, the gradient of k2 backward. ∇k2 = (log π_θ − log π_ref)·∇log π_θ, whose
+      expectation under π_θ (on-policy) is the exact gradient of KL(π_θ‖π_ref); as losses, k1 has
+      zero expected gradient and k3 follows the forward KL(π_ref‖π_θ) (Zhang et al. 2025,
+      arXiv:2505.17508; verl's ``kl_loss_type: k3+``).
     """
+    if estimator.endswith("+") and estimator[:-1] in KL_ESTIMATORS:
+        k2 = kl_penalty(logp, ref_logp, "k2")
+        return k2 - k2.detach() + kl_penalty(logp, ref_logp, estimator[:-1]).detach()
     log_r = ref_logp - logp
     if estimator == "k1":
         return -log_r
@@ -79,21 +89,66 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3"
     if estimator in ("k3", "low_var_kl"):
         kl = torch.expm1(log_r) - log_r
         return kl.clamp(-10, 10) if estimator == "low_var_kl" else kl
-    raise ValueError(f"unknown kl_estimator '{estimator}' (valid: k1, k2, k3, low_var_kl)")
+    raise ValueError(f"unknown kl_estimator '{estimator}' (valid: {', '.join(KL_ESTIMATORS_ALL)})")
+
+
+LOGPROB_CHUNK_ELEMENTS = 1 << 24   # float32 elements per chunk (64 MB) in logprobs_from_logits
+
+
+class _TokenLogProbs(torch.autograd.Function):
+    """log softmax(z)[y] and H(softmax(z)) row chunk by row chunk, saving only the logits (in their own dtype).
+
+    Backward: ∂ log p_y/∂z = onehot(y) − p;  ∂H/∂z = −p ⊙ (log p + H)  (H = −Σ p log p).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, tokens, with_entropy: bool):
+        z2, y = logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1)
+        n, step = z2.shape[0], max(1, LOGPROB_CHUNK_ELEMENTS // z2.shape[1])
+        logp, lse = z2.new_empty(n, dtype=torch.float32), z2.new_empty(n, dtype=torch.float32)
+        ent = z2.new_empty(n, dtype=torch.float32) if with_entropy else None
+        for i in range(0, n, step):
+            z = z2[i:i + step].float()
+            lse[i:i + step] = z.logsumexp(-1)
+            logp[i:i + step] = z.gather(1, y[i:i + step, None]).squeeze(1) - lse[i:i + step]
+            if with_entropy:
+                ent[i:i + step] = lse[i:i + step] - (torch.softmax(z, -1) * z).sum(-1)
+        ctx.save_for_backward(logits, tokens, lse, ent if with_entropy else lse)
+        ctx.with_entropy = with_entropy
+        ctx.set_materialize_grads(False)
+        out = logp.view(tokens.shape)
+        return out, (ent.view(tokens.shape) if with_entropy else out.new_empty(0))
+
+    @staticmethod
+    def backward(ctx, g_logp, g_ent):
+        logits, tokens, lse, ent = ctx.saved_tensors
+        z2, y = logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1)
+        g_logp = g_logp.reshape(-1) if g_logp is not None else None
+        g_ent = g_ent.reshape(-1) if (g_ent is not None and ctx.with_entropy) else None
+        grad = torch.empty_like(z2)
+        step = max(1, LOGPROB_CHUNK_ELEMENTS // z2.shape[1])
+        for i in range(0, z2.shape[0], step):
+            logp_all = z2[i:i + step].float() - lse[i:i + step, None]
+            p = logp_all.exp()
+            gz = torch.zeros_like(p)
+            if g_logp is not None:
+                gz -= p * g_logp[i:i + step, None]
+                gz.scatter_add_(1, y[i:i + step, None], g_logp[i:i + step, None])
+            if g_ent is not None:
+                gz -= p * (logp_all + ent[i:i + step, None]) * g_ent[i:i + step, None]
+            grad[i:i + step] = gz
+        return grad.view(logits.shape), None, None
 
 
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, with_entropy: bool = False):
-    """log softmax(logits)[tokens] without materialising the full log-softmax; optional entropy.
+    """log softmax(logits)[tokens] [...] in float32, and the entropy H [...] (nats) when asked.
 
-    Entropy H = logsumexp(z) − Σ softmax(z)·z, in nats, computed in float32.
+    Memory stays bounded for large vocabularies: the float32 copy of the logits exists one chunk of
+    rows at a time (``LOGPROB_CHUNK_ELEMENTS``), forward and backward, and only the logits are saved.
+    Both outputs carry gradients.
     """
-    z = logits.float()
-    lse = z.logsumexp(-1)
-    logp = z.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - lse
-    if not with_entropy:
-        return logp, None
-    p = torch.softmax(z, -1)
-    return logp, lse - (p * z).sum(-1)
+    logp, ent = _TokenLogProbs.apply(logits, tokens, with_entropy)
+    return logp, (ent if with_entropy else None)
 
 
 def group_normalize(rewards: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-4,

@@ -70,15 +70,19 @@ def run(cfg, run_dir: str | Path | None = None) -> dict:
     check_names(cfg)   # registry keys (ConfigError), before any model or data loads
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     algo = build("algo", cfg.algo)
-    trainer = TRAINERS.get(algo.trainer)(cfg, run_dir)
-    info = {"git_sha": git_sha(), "versions": versions(), "seed": cfg.seed, "data_hash": data_hash(trainer.data),
-            "command": sys.argv, "run_dir": str(run_dir.resolve())}
-    (run_dir / "run_info.json").write_text(json.dumps(info, indent=1))
+    kind = "pipeline" if cfg.get("pipeline") else algo.trainer   # experiment=rlhf_pipeline: a run of runs
+    trainer = TRAINERS.get(kind)(cfg, run_dir)
+    main = getattr(trainer, "dist", None) is None or trainer.dist.is_main   # rank 0 writes the run dir
+    if main:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        info = {"git_sha": git_sha(), "versions": versions(), "seed": cfg.seed, "data_hash": data_hash(trainer.data),
+                "command": sys.argv, "run_dir": str(run_dir.resolve())}
+        (run_dir / "run_info.json").write_text(json.dumps(info, indent=1))
     summary = trainer.fit()
     summary["run_dir"] = str(run_dir)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    trainer.trackers.log_artifacts(run_dir, summary)
-    trainer.console.print(trainer.console.closing_line(summary))
+    if main:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        trainer.trackers.log_artifacts(run_dir, summary)
+        trainer.console.print(trainer.console.closing_line(summary))
     return summary

@@ -45,6 +45,16 @@ def tiny(cfg):
     return model, tok
 
 
+@pytest.fixture(scope="session")
+def warm_tiny(cfg):
+    """Builds the warm-started embedded model (SFT to dev accuracy 0.2, ~40 s once per cache) so
+    that runs with the default ``model=tiny`` have a reward signal."""
+    import rlx
+    from rlx.models.tiny import ensure_tiny
+
+    return ensure_tiny(rlx.compose([]).model, log=lambda *_: None)
+
+
 def run_cli(args, run_dir=None, timeout=300, check=True):
     """``python -m rlx args`` in a subprocess (the user's path); returns the CompletedProcess."""
     cmd = [sys.executable, "-m", "rlx", *args]

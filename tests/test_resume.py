@@ -84,6 +84,9 @@ def start(overrides, run_dir: Path, env: dict | None = None):
 def finish(overrides, run_dir: Path, env: dict | None = None) -> None:
     p = start(overrides, run_dir, env)
     p.join(300)
+    if p.is_alive():   # never leave a run behind
+        p.kill()
+        p.join()
     assert p.exitcode == 0, f"run in {run_dir} exited {p.exitcode}:\n{_log_tail(run_dir)}"
 
 
@@ -137,9 +140,10 @@ def kill_chain(args, run_dir: Path, points) -> list[dict]:
     for planned in points:
         k = max(planned, newest_checkpoint(run_dir) + 1)
         p = start(args + ["trainer.resume=true"], run_dir)
-        assert wait_for_step(p.is_alive, run_dir, k), f"run ended before step {k}:\n{_log_tail(run_dir)}"
+        reached = wait_for_step(p.is_alive, run_dir, k)
         p.kill()
         p.join()
+        assert reached, f"run ended before step {k}:\n{_log_tail(run_dir)}"
         assert p.exitcode == -signal.SIGKILL, p.exitcode
         mid_save = any((run_dir / "checkpoints").glob("*.tmp"))
         kills.append({"step": k, "mid_save": mid_save, "checkpoint_after": newest_checkpoint(run_dir)})
@@ -233,11 +237,16 @@ def test_sigterm_saves_at_the_next_step_boundary_and_exits_143(grpo_ref, tmp_pat
     with open(run_dir / "stderr.txt", "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "rlx", *GRPO, f"hydra.run.dir={run_dir}"], cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=err, env=os.environ.copy())
-        assert wait_for_step(lambda: proc.poll() is None, run_dir, k)
-        t0 = time.perf_counter()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(120) == 143
-        latency = time.perf_counter() - t0
+        try:
+            assert wait_for_step(lambda: proc.poll() is None, run_dir, k)
+            t0 = time.perf_counter()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(120) == 143
+            latency = time.perf_counter() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     last = read_metrics(run_dir)[-1]["step"]
     assert k <= last <= k + 1                           # the step running when the signal came, finished
     assert _step_of(Checkpointer(run_dir / "checkpoints").latest()) == last   # ... and saved

@@ -1,10 +1,23 @@
 """One file per algorithm: its advantage estimator and loss as pure tensor functions."""
 
-# Families: GRPO (cispo dapo dr_grpo gmpo grpo gspo gspo_token); PPO with a critic (ppo; rm trains reward
+# Families: GRPO (cispo dapo dr_grpo gmpo grpo gspo gspo_token); PPO with a critic (ppo ppo_ptx vapo; rm trains reward
 # models); critic-free REINFORCE (raft raft_pp reinforce reinforce_pp reinforce_pp_baseline reinforce_rej
 # remax rloo); label-free (rlsc ttrl); offline preference (dpo ipo kto odpo orpo rrhf simpo); sft.
 from rlx.algos import (  # noqa: F401
+    cispo,
+    dapo,
+    dpo,
+    dr_grpo,
+    gmpo,
     grpo,
+    gspo,
+    gspo_token,
+    ipo,
+    kto,
+    odpo,
+    orpo,
+    ppo,
+    ppo_ptx,
     raft,
     raft_pp,
     reinforce,
@@ -12,8 +25,12 @@ from rlx.algos import (  # noqa: F401
     reinforce_pp_baseline,
     reinforce_rej,
     remax,
-    rlsc,
     rloo,
+    rlsc,
+    rm,
+    rrhf,
     sft,
+    simpo,
     ttrl,
+    vapo,
 )

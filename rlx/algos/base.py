@@ -30,6 +30,17 @@ class Algorithm:
     def group_size(self) -> int:
         return int(self.cfg.get("group_size", 1))
 
+    @property
+    def needs_entropy(self) -> bool:
+        """True when the loss takes the token entropies of the training forward (an entropy bonus)."""
+        return float(self.cfg.get("entropy_coef", 0.0)) > 0
+
+    @property
+    def max_gen_rounds(self) -> int:
+        """Generation rounds per step: >1 refills the batch with fresh prompts until ``keep`` has
+        accepted B groups (dynamic sampling, DAPO). Default: one round, no refill."""
+        return 1
+
     def pseudo_labels(self, answers: list, group_size: int) -> list | None:
         """Labels [N] that stand in for the data's ``answer`` in a label-free algorithm's training reward,
         from the reward's reading of each completion's answer (``answers`` [N], None = no answer).
@@ -56,6 +67,20 @@ class Algorithm:
         """True when ``advantages`` reads ``batch.old_logp`` (KL in the reward), so the loop computes
         the behaviour log-probs before the update even when it is on-policy."""
         return False
+
+    @property
+    def ptx_coef(self) -> float:
+        """Weight γ of a pretraining LM term added to every policy update (PPO-ptx, arXiv:2203.02155
+        eq. 2; the loop draws ``algo.ptx_batch_size`` records of the data set). Default: 0, none."""
+        return float(self.cfg.get("ptx_coef", 0.0))
+
+    #: Names of per-sample ``Batch`` fields (e.g. ``"rewards"``) that ``loss`` takes as keyword arguments.
+    loss_fields: tuple = ()
+
+    def shape_rewards(self, rewards: torch.Tensor, response_mask: torch.Tensor, max_new_tokens: int):
+        """(rewards [N], metrics): sequence rewards after algorithm-specific shaping (e.g. DAPO's
+        overlong penalty), before advantages and before ``keep``. Default: unchanged."""
+        return rewards, {}
 
     def advantages(self, rewards: torch.Tensor, response_mask: torch.Tensor, **batch) -> torch.Tensor:
         """Token-level advantages [N, T] from sequence rewards [N]."""

@@ -1,4 +1,5 @@
-"""Pieces several policy-gradient algorithms share: the clipped surrogate and the KL loss term."""
+"""Pieces several policy-gradient algorithms share: the clipped surrogate (with dual-clip and the
+stop-gradient clip mode), the KL loss term and the entropy bonus."""
 
 from __future__ import annotations
 
@@ -6,33 +7,55 @@ import torch
 
 from rlx.ops import aggregate, kl_penalty, masked_mean
 
+CLIP_MODES = ("standard", "stop_gradient")
+
 
 def clipped_surrogate(logp, old_logp, advantages, response_mask, *, eps_low: float, eps_high: float,
-                      loss_agg_mode: str, num_tokens=None, num_seqs=None, max_len=None):
+                      loss_agg_mode: str, num_tokens=None, num_seqs=None, max_len=None,
+                      clip_ratio_c: float | None = None, clip_mode: str = "standard"):
     """PPO clipped objective per token (Schulman et al. 2017, arXiv:1707.06347 eq. 7), as a loss:
 
         L_t = −min(r_t·A_t, clip(r_t, 1−eps_low, 1+eps_high)·A_t),   r_t = exp(logp_t − old_logp_t)
 
-    aggregated with ``loss_agg_mode`` (ops.aggregate). Clip fractions count tokens where the clipped
-    branch is the active one: ``clip_frac_high`` r > 1+eps_high with A > 0, ``clip_frac_low``
-    r < 1−eps_low with A < 0 (their sum is ``clip_frac``). ``kl_old`` is the k3 estimate of
-    KL(π_old‖π_θ) on the sampled tokens, the size of the update so far.
+    aggregated with ``loss_agg_mode`` (ops.aggregate). Options (off by default):
+
+    - ``clip_ratio_c`` (dual-clip, Ye et al. 2019, arXiv:1912.09729 eq. 5): for A_t < 0 the loss is
+      further capped at −c·A_t, so a token whose ratio exploded (r > c > 1) cannot push the loss
+      without bound: L_t = min(L_t, −c·A_t) where A_t < 0.
+    - ``clip_mode="stop_gradient"`` (AEPO, Dong et al. 2025, arXiv:2510.14545, entropy-balanced policy
+      optimisation; algorithms.md §2.21): where the upper clip is active (A > 0, r > 1+eps_high) the
+      term is −sg(ĉ/r)·r·A with ĉ = 1+eps_high: the forward value is the clipped −ĉ·A, but the
+      gradient ĉ·A·∇log π is kept instead of being zeroed.
+
+    Clip fractions count tokens where a clipped branch is the active one: ``clip_frac_high``
+    r > 1+eps_high with A > 0, ``clip_frac_low`` r < 1−eps_low with A < 0; ``clip_frac`` also counts
+    the dual-clipped tokens. ``kl_old`` is the k3 estimate of KL(π_old‖π_θ) on the sampled tokens,
+    the size of the update so far.
     """
+    if clip_mode not in CLIP_MODES:
+        raise ValueError(f"unknown clip_mode '{clip_mode}' (valid: {', '.join(CLIP_MODES)})")
     log_ratio = logp - old_logp
     ratio = log_ratio.exp()
-    pg1 = -ratio * advantages
-    pg2 = -ratio.clamp(1 - eps_low, 1 + eps_high) * advantages
-    per_token = torch.maximum(pg1, pg2)
+    clipped = ratio.clamp(1 - eps_low, 1 + eps_high)
+    per_token = torch.maximum(-ratio * advantages, -clipped * advantages)
+    high = (ratio > 1 + eps_high) & (advantages > 0)
+    low = (ratio < 1 - eps_low) & (advantages < 0)
+    if clip_mode == "stop_gradient":
+        ratio_sg = ratio * (clipped / ratio).detach()   # value = clipped ratio, d/dθ = (clipped/ratio)·dratio
+        per_token = torch.where(high, -ratio_sg * advantages, per_token)
+    dual = torch.zeros_like(high)
+    if clip_ratio_c is not None:
+        cap = -clip_ratio_c * advantages
+        dual = (advantages < 0) & (per_token > cap)
+        per_token = torch.where(dual, cap, per_token)
     loss = aggregate(per_token, response_mask, loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs,
                      max_len=max_len)
     with torch.no_grad():
-        high = (ratio > 1 + eps_high) & (advantages > 0)
-        low = (ratio < 1 - eps_low) & (advantages < 0)
         valid_ratio = ratio.masked_fill(~response_mask, 1.0)
         metrics = {
             "policy/clip_frac_high": masked_mean(high.float(), response_mask),
             "policy/clip_frac_low": masked_mean(low.float(), response_mask),
-            "policy/clip_frac": masked_mean((high | low).float(), response_mask),
+            "policy/clip_frac": masked_mean((high | low | dual).float(), response_mask),
             "policy/ratio_max": valid_ratio.max(),
             "policy/ratio_min": valid_ratio.min(),
             "policy/kl_old": masked_mean(kl_penalty(old_logp, logp, "k3"), response_mask),
@@ -48,3 +71,44 @@ def kl_loss(logp, ref_logp, response_mask, *, beta: float, estimator: str, loss_
     term = aggregate(kl, response_mask, loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
     metrics = {"policy/kl_ref": masked_mean(kl.detach(), response_mask), "loss/kl": (beta * term).detach()}
     return beta * term, metrics
+
+
+def entropy_bonus(entropy, response_mask, *, entropy_coef: float, loss_agg_mode: str, num_tokens=None,
+                  num_seqs=None, max_len=None):
+    """−entropy_coef · agg(H_t) as a loss term (the entropy bonus of PPO, arXiv:1707.06347 eq. 9;
+    verl ``entropy_coeff``, TRL/OpenRLHF ``entropy_coef``). ``entropy`` [n, T] must carry gradient."""
+    term = -entropy_coef * aggregate(entropy, response_mask, loss_agg_mode, num_tokens=num_tokens,
+                                     num_seqs=num_seqs, max_len=max_len)
+    return term, {"loss/entropy": term.detach()}
+
+
+def regularizers(logp, ref_logp, entropy, response_mask, *, beta: float = 0.0, kl_estimator: str = "k3",
+                 entropy_coef: float = 0.0, loss_agg_mode: str, num_tokens=None, num_seqs=None, max_len=None):
+    """(term, metrics): β·KL loss term (when ``ref_logp`` is given; added only if β > 0) plus the entropy
+    bonus (when ``entropy_coef`` > 0). The terms every GRPO-family loss shares."""
+    norm = dict(loss_agg_mode=loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
+    term, metrics = torch.zeros((), device=logp.device), {}
+    if ref_logp is not None:
+        kl_term, m = kl_loss(logp, ref_logp, response_mask, beta=beta, estimator=kl_estimator, **norm)
+        metrics.update(m)
+        if beta > 0:
+            term = term + kl_term
+    if entropy_coef > 0:
+        if entropy is None:
+            raise ValueError("entropy_coef > 0 needs the token entropies of the training forward")
+        ent_term, m = entropy_bonus(entropy, response_mask, entropy_coef=entropy_coef, **norm)
+        metrics.update(m)
+        term = term + ent_term
+    return term, metrics
+
+
+def regularizer_options(cfg) -> dict:
+    """β, KL estimator and entropy coefficient from an algorithm's config (absent keys: off)."""
+    return dict(beta=float(cfg.get("beta", 0.0)), kl_estimator=cfg.get("kl_estimator", "k3"),
+                entropy_coef=float(cfg.get("entropy_coef", 0.0)))
+
+
+def shared_options(cfg) -> dict:
+    """The shared options of the clipped-surrogate losses: regularizers, dual-clip and clip mode."""
+    return dict(regularizer_options(cfg), clip_ratio_c=cfg.get("clip_ratio_c"),
+                clip_mode=cfg.get("clip_mode", "standard"))

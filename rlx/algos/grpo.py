@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from rlx.algos.base import Algorithm
-from rlx.algos.common import clipped_surrogate, kl_loss
+from rlx.algos.common import clipped_surrogate, regularizers, shared_options
 from rlx.ops import group_normalize
 from rlx.registry import ALGOS
 
@@ -30,16 +30,19 @@ def grpo_advantages(rewards: torch.Tensor, group_size: int, scale_rewards: bool 
 
 def grpo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_low=0.2, eps_high=0.2,
               beta=0.0, kl_estimator="k3", loss_agg_mode="token_mean", num_tokens=None, num_seqs=None,
-              max_len=None):
-    """(loss, metrics) of GRPO for token log-probs [n, T] and token advantages [n, T]."""
+              max_len=None, entropy=None, entropy_coef=0.0, clip_ratio_c=None, clip_mode="standard"):
+    """(loss, metrics) of GRPO for token log-probs [n, T] and token advantages [n, T].
+
+    Shared options (common.py): ``clip_ratio_c`` dual-clip, ``clip_mode`` stop-gradient clipping,
+    ``entropy_coef`` entropy bonus on ``entropy`` [n, T], straight-through ``kl_estimator`` ("k3+").
+    """
     norm = dict(loss_agg_mode=loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
     loss, metrics = clipped_surrogate(logp, old_logp, advantages, response_mask, eps_low=eps_low,
-                                      eps_high=eps_high, **norm)
-    if ref_logp is not None:
-        kl_term, kl_metrics = kl_loss(logp, ref_logp, response_mask, beta=beta, estimator=kl_estimator, **norm)
-        metrics.update(kl_metrics)
-        if beta > 0:
-            loss = loss + kl_term
+                                      eps_high=eps_high, clip_ratio_c=clip_ratio_c, clip_mode=clip_mode, **norm)
+    reg, reg_metrics = regularizers(logp, ref_logp, entropy, response_mask, beta=beta, kl_estimator=kl_estimator,
+                                    entropy_coef=entropy_coef, **norm)
+    loss = loss + reg
+    metrics.update(reg_metrics)
     metrics["loss/total"] = loss.detach()
     return loss, metrics
 
@@ -50,11 +53,11 @@ class GRPO(Algorithm):
                               valid_mask=response_mask.any(-1))   # failed rewards: all-False rows
         return adv.unsqueeze(-1).expand_as(response_mask).to(torch.float32)
 
-    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, **norm):
+    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
         c = self.cfg
         return grpo_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low=c.eps_low,
-                         eps_high=c.eps_high, beta=c.beta, kl_estimator=c.kl_estimator,
-                         loss_agg_mode=c.loss_agg_mode, **norm)
+                         eps_high=c.eps_high, loss_agg_mode=c.loss_agg_mode, entropy=entropy,
+                         **shared_options(c), **norm)
 
 
 @ALGOS.register("grpo")

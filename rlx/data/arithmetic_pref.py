@@ -11,8 +11,12 @@ The hidden rule (``true_score``, exact, so reward hacking can be measured agains
 
 so correct-and-concise beats correct-and-rambling beats wrong. Each example is one prompt with K
 responses (``responses_per_prompt``, 2..4) of distinct score levels, ranked best first; wrong answers
-are near misses (answer ± 1, 2, 10), rambling adds a short filler. With K = 2 the levels of a pair
-are a uniform draw of 2 of the 4, so every ordering of the rule appears.
+are uniform over the answer range (``wrong_answers: random``) or near misses (answer ± 1, 2, 10:
+``near``), rambling adds a one-character filler; a prompt's responses share one wrong answer and one
+filler, so they differ only in the rule's two features. With K = 2 the levels of a pair are a uniform draw of 2 of
+the 4, so every ordering of the rule appears. Near misses make correct-vs-wrong a test of arithmetic
+itself: the 1M-parameter model then plateaus near 0.6 held-out on those pairs (DPO, docs/offline.md),
+so the default is ``random``, which a small model learns to rank in minutes.
 
 Splits: prompts come from ``ArithmeticTask`` (rlx/data/arithmetic.py). Training uses a fixed pool of
 ``train_size`` training prompts, cycled in a per-epoch permutation, each with the same responses
@@ -35,9 +39,9 @@ from rlx.data.arithmetic import ArithmeticTask
 from rlx.registry import DATA
 
 _INT = re.compile(r"-?\d+")
-# Short fillers appended to an answer to make it "rambling" (a few byte-level tokens each).
-FILLERS = (" ok", " yes", " sure", "!!", " i think")
-# Near-miss offsets for wrong answers.
+# Fillers appended to an answer to make it "rambling" (one byte-level token each).
+FILLERS = ("!", "?", ".", "~")
+# Near-miss offsets for wrong answers (wrong_answers: near).
 OFFSETS = (-10, -2, -1, 1, 2, 10)
 # The four response types as (correct, rambling), best first; their true scores are 1, 0.5, 0, -0.5.
 LEVELS = ((True, False), (True, True), (False, False), (False, True))
@@ -52,13 +56,13 @@ def true_score(prompt: str, completion: str, answer) -> float:
     return float(correct) - 0.5 * float(rambling)
 
 
-def make_response(answer: int, correct: bool, rambling: bool, rng: random.Random) -> str:
-    """One response of the given type: the answer or a near miss, optionally followed by a filler."""
-    value = answer
-    if not correct:
+def wrong_answer(answer: int, rng: random.Random, wrong: str = "random", lo: int = 0, hi: int = 198) -> int:
+    """A wrong answer: uniform over [lo, hi] without the answer, or a near miss (answer ± 1, 2, 10)."""
+    if wrong == "near":
         off = rng.choice(OFFSETS)
-        value = answer + off if answer + off >= 0 else answer - off
-    return str(value) + (rng.choice(FILLERS) if rambling else "")
+        return answer + off if answer + off >= lo else answer - off
+    value = rng.randint(lo, hi - 1)
+    return value + 1 if value >= answer else value
 
 
 class ArithmeticPref:
@@ -74,13 +78,16 @@ class ArithmeticPref:
 
     def __init__(self, name: str = "arithmetic_pref", eval_name: str = "arithmetic", responses_per_prompt: int = 2,
                  train_size: int = 4096, pref_eval_size: int = 256, ops: str = "+", max_operand: int = 99,
-                 eval_size: int = 500, dev_size: int = 200, seed: int = 1234):
+                 eval_size: int = 500, dev_size: int = 200, seed: int = 1234, wrong_answers: str = "random"):
         if not 2 <= responses_per_prompt <= len(LEVELS):
             raise ValueError(f"data.responses_per_prompt={responses_per_prompt}: must be in [2, {len(LEVELS)}] "
                              "(one response per score level of the hidden rule)")
         if not 1 <= pref_eval_size <= eval_size:
             raise ValueError(f"data.pref_eval_size={pref_eval_size}: must be in [1, data.eval_size={eval_size}]")
-        self.name, self.config_name, self.seed = eval_name, name, seed
+        if wrong_answers not in ("random", "near"):
+            raise ValueError(f"data.wrong_answers={wrong_answers}: valid: random, near")
+        self.name, self.config_name, self.seed, self.wrong = eval_name, name, seed, wrong_answers
+        self.lo, self.hi = (-max_operand if "-" in ops else 0), 2 * max_operand
         self.k, self.train_size = responses_per_prompt, train_size
         self.task = ArithmeticTask(ops=ops, max_operand=max_operand, eval_size=eval_size, dev_size=dev_size,
                                    seed=seed, name=eval_name)
@@ -95,7 +102,10 @@ class ArithmeticPref:
         rng = random.Random(key)
         levels = sorted(rng.sample(range(len(LEVELS)), k or self.k))   # LEVELS is ordered best first
         answer = int(problem["answer"])
-        responses = [make_response(answer, *LEVELS[j], rng) for j in levels]
+        # one wrong answer and one filler per prompt: responses differ only in the rule's two features
+        wrong, filler = wrong_answer(answer, rng, self.wrong, self.lo, self.hi), rng.choice(FILLERS)
+        responses = [str(answer if correct else wrong) + (filler if rambling else "")
+                     for correct, rambling in (LEVELS[j] for j in levels)]
         scores = [true_score(problem["prompt"], y, problem["answer"]) for y in responses]
         return {"id": idx, "prompt": problem["prompt"], "answer": problem["answer"],
                 "completion": problem["completion"], "responses": responses, "scores": scores,
@@ -137,4 +147,4 @@ def build_arithmetic_pref(cfg) -> ArithmeticPref:
     return ArithmeticPref(name=cfg.name, eval_name=cfg.eval_name, responses_per_prompt=cfg.responses_per_prompt,
                           train_size=cfg.train_size, pref_eval_size=cfg.pref_eval_size, ops=cfg.ops,
                           max_operand=cfg.max_operand, eval_size=cfg.eval_size, dev_size=cfg.dev_size,
-                          seed=cfg.seed)
+                          seed=cfg.seed, wrong_answers=cfg.wrong_answers)

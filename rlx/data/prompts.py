@@ -116,8 +116,7 @@ class PromptData:
             return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return "\n\n".join(m["content"] for m in messages)
 
-    def _limit(self, row: dict, text: str, tok) -> str | None:
-        ids = tok(text, add_special_tokens=False)["input_ids"]
+    def _limit(self, row: dict, text: str, ids: list[int], tok) -> str | None:
         limit = self.max_prompt_tokens
         if limit and len(ids) > limit:
             if self.long_prompts == "truncate":
@@ -134,14 +133,13 @@ class PromptData:
 
     def _format(self, tok) -> None:
         for part in ("train", "eval", "dev"):
-            records = []
-            for row in getattr(self, f"_raw_{part}"):
-                text = self.format_prompt(row["raw_prompt"], tok)
-                if tok is not None:
-                    text = self._limit(row, text, tok)
-                if text is not None:
-                    records.append({"prompt": text, **row["record"]})
-            setattr(self, f"_{part}", records)
+            rows = getattr(self, f"_raw_{part}")
+            texts = [self.format_prompt(row["raw_prompt"], tok) for row in rows]
+            if tok is not None and texts:
+                all_ids = tok(texts, add_special_tokens=False)["input_ids"]   # one batched call
+                texts = [self._limit(row, text, ids, tok) for row, text, ids in zip(rows, texts, all_ids)]
+            setattr(self, f"_{part}", [{"prompt": text, **row["record"]} for row, text in zip(rows, texts)
+                                       if text is not None])
         if not self._train:
             raise ValueError(f"data '{self.name}': no training rows ({self.summary()})")
 

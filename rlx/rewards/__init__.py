@@ -1,4 +1,13 @@
 """Reward functions: plain callables ``(prompts, completions, **fields) -> list[float]``, registered by name."""
 
-from rlx.rewards import arithmetic, format, gsm8k, latex_math, length, python  # noqa: F401
+from rlx.rewards import (  # noqa: F401  (registration; RLHF: learned RM, hidden rule)
+    arithmetic,
+    format,
+    gsm8k,
+    hidden_rule,
+    latex_math,
+    length,
+    python,
+    reward_model,
+)
 from rlx.rewards.composite import CompositeReward  # noqa: F401

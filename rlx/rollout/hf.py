@@ -1,7 +1,10 @@
-"""Generation with transformers ``generate``: KV cache, left padding, explicit sampling parameters.
+"""Generation for transformers models: KV cache, left padding, explicit sampling parameters.
 
-transformers fills unset generation fields with defaults such as ``top_k=50`` and ``max_length=20``
-(calibration.md §4.4), which would make sampling silently off-policy; every field is set here.
+rlx's own loop (``rollout.sampler``: each prompt prefilled once for its n samples, preallocated
+cache, finished rows dropped) runs when the model's cache allows it; ``model.generate`` otherwise
+(``rollout.fast_sampler=false`` forces it). transformers fills unset generation fields with defaults
+such as ``top_k=50`` and ``max_length=20`` (calibration.md §4.4), which would make sampling silently
+off-policy; every field is set here, and the sampler applies the same warpers in the same order.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import torch
 from rlx.ops import response_mask_from_eos
 from rlx.registry import ENGINES
 from rlx.rollout.base import Rollout, RolloutEngine
+from rlx.rollout.sampler import Sampler
 
 
 class HFEngine(RolloutEngine):
@@ -24,6 +28,9 @@ class HFEngine(RolloutEngine):
         self.sample_cfg = GenerationConfig(do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k,
                                            top_p=cfg.top_p, **common)
         self.greedy_cfg = GenerationConfig(do_sample=False, **common)
+        self.sampler = Sampler(model, cfg.max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                               temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+        self.fast = bool(cfg.get("fast_sampler", True)) and self.sampler.supported
 
     def encode(self, prompts: list[str]):
         enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -32,15 +39,18 @@ class HFEngine(RolloutEngine):
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int = 1, greedy: bool = False) -> Rollout:
         ids, am = self.encode(prompts)
-        if n > 1:
-            ids, am = ids.repeat_interleave(n, 0), am.repeat_interleave(n, 0)
         was_training = self.model.training
         self.model.eval()
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-            out = self.model.generate(input_ids=ids, attention_mask=am,
-                                      generation_config=self.greedy_cfg if greedy else self.sample_cfg)
+            comp = self.sampler(ids, am, n, greedy) if self.fast else None
+            if n > 1:
+                ids, am = ids.repeat_interleave(n, 0), am.repeat_interleave(n, 0)
+            if comp is None:
+                self.fast = False   # the model's cache is not one the sampler handles: generate() from now on
+                out = self.model.generate(input_ids=ids, attention_mask=am,
+                                          generation_config=self.greedy_cfg if greedy else self.sample_cfg)
+                comp = out[:, ids.shape[1]:]
         self.model.train(was_training)
-        comp = out[:, ids.shape[1]:]
         eos = self.tok.eos_token_id
         mask = response_mask_from_eos(comp, eos)
         has_eos = (comp == eos).any(-1)

@@ -86,6 +86,22 @@ class GuardedTracker:
             self._call("log_artifacts", run_dir, summary)
 
 
+class NullTrackers:
+    """What ranks other than 0 log to: nothing (only rank 0 writes metrics and talks to trackers)."""
+
+    def log(self, metrics: dict, step: int) -> None:
+        pass
+
+    def log_config(self, cfg) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def log_artifacts(self, run_dir, summary) -> None:
+        pass
+
+
 class Trackers:
     """The jsonl file plus every configured backend, each guarded."""
 

@@ -1,3 +1,3 @@
 """Trainers: ``online`` (every online algorithm), ``sft``; the offline preference loop joins here."""
 
-from rlx.trainers import online, sft  # noqa: F401
+from rlx.trainers import offline, online, pipeline, rm, sft  # noqa: F401

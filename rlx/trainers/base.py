@@ -18,13 +18,15 @@ from pathlib import Path
 
 import torch
 
+from rlx import perf
+from rlx.checkpoint import Checkpointer, full_optimizer_state, load_optimizer_state, rng_state, set_rng_state
 from rlx.data.prompts import context_warning
-from rlx.checkpoint import Checkpointer, rng_state, set_rng_state
+from rlx.dist import Dist
 from rlx.metrics import peak_mem_gb
 from rlx.models import make_reference, memory
 from rlx.registry import ENGINES, build
 from rlx.rewards.vote import maj_at_k, pass_at_k
-from rlx.track import Trackers
+from rlx.track import NullTrackers, Trackers
 
 
 class NonFiniteError(RuntimeError):
@@ -43,8 +45,10 @@ class Trainer:
         hw = cfg.hardware
         if hw.num_threads:
             torch.set_num_threads(hw.num_threads)
+        self.dist = Dist.from_config(hw)
+        if not self.dist.is_main:
+            self.console.mute()
         self.device = torch.device(hw.device)
-        self.autocast = bool(hw.autocast)
         torch.manual_seed(cfg.seed)
         self.algo = build("algo", cfg.algo)
         self.data = build("data", cfg.data)
@@ -52,7 +56,9 @@ class Trainer:
         memory.check(cfg, self.algo.needs_ref, log=self.console.print)
         self.model, self.tok = build("model", cfg.model, log=self.console.print)
         self.model.to(self.device).train()
+        self.autocast = perf.prepare(self.model, hw.get("autocast"), self.device, log=self.console.print)
         self.ref = make_reference(self.model) if self.algo.needs_ref else None
+        self.model = self.dist.wrap(self.model)
         self.engine = ENGINES.get(cfg.rollout.engine)(cfg.rollout, self.model, self.tok, device=self.device,
                                                       autocast=self.autocast)
         if hasattr(self.data, "prepare"):   # datasets that format and measure prompts with the tokenizer
@@ -98,7 +104,8 @@ class Trainer:
     def fit(self) -> dict:
         t = self.cfg.trainer
         resumed_from = self._maybe_resume()
-        self.trackers = Trackers(self.cfg, self.run_dir, truncate_after=self.step if resumed_from else None)
+        self.trackers = (Trackers(self.cfg, self.run_dir, truncate_after=self.step if resumed_from else None)
+                         if self.dist.is_main else NullTrackers())
         self.trackers.log_config(self.cfg)
         prev = signal.signal(signal.SIGTERM, self._on_sigterm)
         t0 = time.perf_counter()
@@ -129,7 +136,19 @@ class Trainer:
             signal.signal(signal.SIGTERM, prev)
             self.trackers.close()
             self.console.stop()
-        return self.summary(time.perf_counter() - t0, resumed_from, metrics)
+        summary = self.summary(time.perf_counter() - t0, resumed_from, metrics)
+        if t.get("save_model") and self.dist.is_main:
+            summary["model_dir"] = str(self.export(self.run_dir / "model"))
+        return summary
+
+    def export(self, path: Path) -> Path:
+        """The trained model as a ``from_pretrained`` dir (``trainer.save_model``; ``model.path=<it>`` loads it)."""
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.model.save_pretrained(path, state_dict=self.dist.full_state_dict(self.model))
+        self.tok.save_pretrained(path)
+        return path
 
     def _on_sigterm(self, signum, frame) -> None:
         self._term = True  # acted on at the next step boundary
@@ -224,7 +243,12 @@ class Trainer:
                  "sched": self.sched.state_dict(), "algo": self.algo.state_dict(), "rng": rng_state(),
                  "bad_steps": self.bad_steps, "skipped": self.skipped, "first_eval": self.first_eval,
                  "first_bad": self.first_bad, "extra": self.extra_state()}
-        return self.ckpt.save(self.step, self.model, state)
+        weights = self.dist.full_state_dict(self.model)
+        if self.dist.strategy == "fsdp":
+            state["optim"] = full_optimizer_state(self.model, self.optim)
+        path = self.ckpt.save(self.step, self.model, state, weights=weights) if self.dist.is_main else None
+        self.dist.barrier()
+        return path
 
     def _maybe_resume(self):
         if not self.cfg.trainer.resume:
@@ -237,7 +261,7 @@ class Trainer:
                                "STEP 0 (to continue a run, pass its dir as hydra.run.dir)")
             return None
         state = Checkpointer.load(latest, self.model)
-        self.optim.load_state_dict(state["optim"])
+        load_optimizer_state(self.model, self.optim, state["optim"])
         self.sched.load_state_dict(state["sched"])
         self.algo.load_state_dict(state["algo"])
         self.step, self.cursor = state["step"], state["cursor"]

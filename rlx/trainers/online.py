@@ -2,7 +2,8 @@
 
 One step, numbered as in the code:
   1. take B prompts from the data cursor
-  2. generate G responses each (KV cache, left padding), score them with the reward terms
+  2. generate G responses each (KV cache, left padding), score them with the reward terms, then the
+     algorithm's shaping (``shape_rewards``, e.g. DAPO's overlong penalty)
   3. keep the groups the algorithm wants (dynamic sampling may generate again, up to a bound)
   4. behaviour (old) and reference log-probs, once per batch, without gradients; when the update is
      strictly on-policy (one epoch, one mini-batch) the old log-probs are the detached log-probs of
@@ -24,8 +25,9 @@ from dataclasses import dataclass
 import torch
 
 from rlx import faults
+from rlx.logprobs import token_logprobs
 from rlx.metrics import MetricAccumulator, advantage_metrics, rollout_metrics
-from rlx.ops import logprobs_from_logits, masked_mean, position_ids_from_mask
+from rlx.ops import masked_mean
 from rlx.registry import TRAINERS
 from rlx.trainers.base import Trainer
 
@@ -42,6 +44,8 @@ class Batch:
     ref_logp: torch.Tensor | None = None
     advantages: torch.Tensor | None = None
     greedy_rewards: torch.Tensor | None = None   # [N] reward of the prompt's greedy decode (needs_greedy_baseline)
+    values: torch.Tensor | None = None    # [N, T] V_old(s_t) of the critic (needs_critic)
+    returns: torch.Tensor | None = None   # [N, T] the critic's targets R̂_t (needs_critic)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -51,31 +55,55 @@ class Batch:
         return self.response_mask.shape[1]
 
 
-def token_logprobs(model, input_ids, attention_mask, T: int, with_entropy=False, autocast=False):
-    """Log-probs [n, T] of the last T tokens (and their entropies), trimming all-pad columns first.
+def merged_rollout_metrics(raws: list[dict], group_size: int) -> dict:
+    """Rollout metrics over every sample generated this step (all rounds, before filtering)."""
+    def cat(k):
+        return [v for r in raws for v in r[k]]
 
-    Left columns that are padding in every row and right columns past every response are cut before
-    the forward; positions come from the attention mask so the cut does not change them.
-    """
-    n = input_ids.shape[0]
-    real = attention_mask.bool().any(0)
-    first = int(real.nonzero()[0]) if real.any() else 0
-    resp_real = attention_mask[:, -T:].bool().any(0)
-    t_keep = int(resp_real.nonzero()[-1]) + 1 if resp_real.any() else 1
-    end = input_ids.shape[1] - T + t_keep
-    ids, am = input_ids[:, first:end], attention_mask[:, first:end]
-    with torch.autocast(ids.device.type, torch.bfloat16, enabled=autocast):
-        logits = model(input_ids=ids, attention_mask=am, position_ids=position_ids_from_mask(am),
-                       logits_to_keep=t_keep + 1, use_cache=False).logits[:, :-1]
-    logp, ent = logprobs_from_logits(logits, ids[:, -t_keep:], with_entropy)
-    if t_keep < T:
-        pad = torch.zeros(n, T - t_keep, dtype=logp.dtype, device=logp.device)
-        logp = torch.cat([logp, pad], 1)
-        ent = torch.cat([ent, pad], 1) if ent is not None else None
-    return logp, ent
+    T = max(r["response_mask"].shape[1] for r in raws)
+    mask = torch.cat([torch.cat([r["response_mask"], r["response_mask"].new_zeros(
+        (r["response_mask"].shape[0], T - r["response_mask"].shape[1]))], 1) for r in raws])
+    terms = {name: [v for r in raws for v in r["terms"][name]] for name in raws[0]["terms"]}
+    m = rollout_metrics(cat("total"), cat("score"), terms, cat("failed"), mask,
+                        torch.cat([r["truncated"] for r in raws]), group_size)
+    m["perf/tokens_per_s"] = sum(r["gen_tokens"] for r in raws) / max(sum(r["gen_s"] for r in raws), 1e-9)
+    for k in raws[0]["shape_metrics"]:
+        m[k] = sum(float(r["shape_metrics"][k]) for r in raws) / len(raws)
+    return m
+
+
+def concat_batches(parts: list[Batch], pad_id: int) -> Batch:
+    """One batch from several generation rounds: prompt columns left-padded and response columns
+    right-padded to the widest round (attention 0, response mask False on the new padding)."""
+    if len(parts) == 1:
+        return parts[0]
+    P = max(p.input_ids.shape[1] - p.T for p in parts)
+    T = max(p.T for p in parts)
+    fields = {}
+    for k in vars(parts[0]):
+        vals = [getattr(p, k) for p in parts]
+        if not isinstance(vals[0], torch.Tensor):
+            fields[k] = vals[0]
+            continue
+        out = []
+        for p, v in zip(parts, vals):
+            if v.dim() > 1:   # [n, P_r + T_r] (ids, attention) or [n, T_r] (response columns only)
+                fill = pad_id if k == "input_ids" else 0
+                left = P - (v.shape[1] - p.T) if v.shape[1] > p.T else 0
+                v = torch.cat([v.new_full((v.shape[0], left), fill), v, v.new_full((v.shape[0], T - p.T), fill)], 1)
+            out.append(v)
+        fields[k] = torch.cat(out)
+    return Batch(**fields)
 
 
 class OnlineTrainer(Trainer):
+    def setup(self) -> None:
+        from rlx.trainers.critic import Critic
+        from rlx.trainers.ptx import PretrainTerm
+
+        self.critic = Critic(self) if self.algo.needs_critic else None   # PPO family: a separate value model
+        self.ptx = PretrainTerm(self) if self.algo.ptx_coef > 0 else None   # PPO-ptx: a pretraining LM term
+
     def train_step(self) -> dict:
         t0 = time.perf_counter()
         try:
@@ -97,11 +125,17 @@ class OnlineTrainer(Trainer):
         on_policy = self.cfg.trainer.update_epochs == 1 and self._mini(len(batch)) == len(batch)
         need_old = not on_policy or self.algo.needs_old_logp
         metrics.update(self.reference_logprobs(batch, need_old=need_old))   # 4
+        if self.critic is not None:   # 4b: V_old and the value targets (trainers/critic.py)
+            self.critic.prepare(batch, self.algo)
         batch.advantages = self.algo.advantages(batch.rewards, batch.response_mask, batch=batch,
                                                 metrics=metrics)   # 5 (the algorithm may add its extras)
         metrics.update(advantage_metrics(batch.advantages, batch.response_mask))
-        metrics.update(self.update(batch, on_policy))                     # 6
+        if self.critic is None or not self.critic.policy_frozen(self.step):   # frozen: value pretraining
+            metrics.update(self.update(batch, on_policy))                     # 6
+        if self.critic is not None:
+            metrics.update(self.critic.update(batch, self.algo))              # 6b
         self.sched.step()
+        self.engine.sync_weights(self.model)   # engines holding their own copy of the weights (vLLM)
         t_all = time.perf_counter() - t0
         metrics.update({"optim/lr": self.sched.get_last_lr()[0], "perf/step_s": t_all, "perf/gen_s": t_gen,
                         "perf/train_s": t_all - t_gen})
@@ -112,7 +146,31 @@ class OnlineTrainer(Trainer):
 
     # ------------------------------------------------------------------ 1-3
     def rollout(self) -> tuple[Batch, dict]:
+        """Generation rounds of B prompts until ``keep`` has accepted B groups; one round unless the
+        algorithm asks for more (``max_gen_rounds``: dynamic sampling refills the batch)."""
         B, G = self.cfg.data.prompts_per_step, self.algo.group_size
+        rounds, n_pass, n_kept = [], 0, 0
+        for _ in range(max(1, self.algo.max_gen_rounds)):
+            batch, raw, keep = self._generate_round(B, G)
+            n_pass += int(keep.sum())
+            keep = keep & (keep.cumsum(0) <= B - n_kept)   # never more than B groups
+            n_kept += int(keep.sum())
+            rounds.append((batch, raw, keep))
+            if n_kept >= B:
+                break
+        metrics = merged_rollout_metrics([r[1] for r in rounds], G)
+        metrics["groups/kept_frac"] = n_pass / (B * len(rounds))
+        if self.algo.max_gen_rounds > 1:
+            metrics[f"{self.algo.name}/gen_rounds"] = float(len(rounds))
+            metrics[f"{self.algo.name}/batch_fill"] = n_kept / B
+        parts = []
+        for batch, raw, keep in rounds:
+            rows = keep.repeat_interleave(G) & self.algo.keep_samples(raw["rewards"].view(-1, G)).reshape(-1)
+            parts.append(batch if rows.all() else self._select(batch, rows))
+        return concat_batches(parts, self.tok.pad_token_id), metrics
+
+    def _generate_round(self, B: int, G: int):
+        """(batch [B·G], raw rollout data for the metrics, keep [B]) of B fresh prompts."""
         records = self.data.train_batch(self.cursor, B)
         self.cursor += B
         t0 = time.perf_counter()
@@ -121,10 +179,12 @@ class OnlineTrainer(Trainer):
         fields = self.reward_fields(records, out, G, train=True)   # no data fields for label-free algorithms
         prompts = [r["prompt"] for r in records for _ in range(G)]
         scored = self.reward.score(prompts, out.texts, **fields)
-        metrics = rollout_metrics(scored["total"], scored["score"], scored["terms"], scored["failed"],
-                                  out.response_mask, out.truncated, G)
-        metrics["perf/tokens_per_s"] = out.gen_tokens / max(gen_s, 1e-9)
-        rewards = torch.tensor(scored["total"], dtype=torch.float32)
+        shaped, shape_metrics = self.algo.shape_rewards(torch.tensor(scored["total"], dtype=torch.float32),
+                                                        out.response_mask, self.cfg.rollout.max_new_tokens)
+        scored["total"] = shaped.tolist()
+        raw = dict(scored, response_mask=out.response_mask, truncated=out.truncated, gen_s=gen_s,
+                   gen_tokens=out.gen_tokens, shape_metrics=shape_metrics)
+        rewards = shaped.clone()
         failed = torch.tensor(scored["failed"])
         resp_mask = out.response_mask & ~failed.unsqueeze(-1)   # unscorable samples never train
         if failed.any():
@@ -136,18 +196,14 @@ class OnlineTrainer(Trainer):
         batch = Batch(ids, am, resp_mask.to(self.device), rewards.to(self.device))
         if self.algo.needs_greedy_baseline:
             batch.greedy_rewards = self._greedy_rewards(records, G)
-        keep = self.algo.keep(rewards.view(-1, G))
-        metrics["groups/kept_frac"] = keep.float().mean().item()
-        rows = keep.repeat_interleave(G) & self.algo.keep_samples(rewards.view(-1, G)).reshape(-1)
-        if not rows.all():
-            batch = self._select(batch, rows)
-        return batch, metrics
+        raw["rewards"] = rewards
+        return batch, raw, self.algo.keep(rewards.view(-1, G))
 
     def _greedy_rewards(self, records: list[dict], G: int) -> torch.Tensor:
         """Total reward [B*G] of one greedy decode per prompt, repeated for its G samples (NaN = unscorable)."""
         prompts = [r["prompt"] for r in records]
         out = self.engine.generate(prompts, n=1, greedy=True)
-        fields = {k: [r[k] for r in records] for k in records[0] if k != "prompt"}
+        fields = self.reward_fields(records, out, 1, train=True)   # the training reward's fields (completion_ids, ...)
         total = self.reward.score(prompts, out.texts, **fields)["total"]
         return torch.tensor(total, dtype=torch.float32).repeat_interleave(G).to(self.device)
 
@@ -184,37 +240,55 @@ class OnlineTrainer(Trainer):
             order = torch.randperm(n) if n > mini else torch.arange(n)
             for s in range(0, n, mini):
                 rows = order[s:s + mini]
-                norm = {"num_tokens": batch.response_mask[rows].sum(), "num_seqs": len(rows), "max_len": batch.T}
+                norm = {"num_tokens": batch.response_mask[rows].sum(), "num_seqs": len(rows),
+                        "max_len": self.cfg.rollout.max_new_tokens}   # L_max: the generation budget (Dr.GRPO)
+                rows = self.dist.shard(rows)   # this rank's share; norm stays the mini-batch total
                 losses = [self._micro_step(batch, rows[m:m + micro], norm, on_policy, acc)
                           for m in range(0, len(rows), micro)]
+                if self.ptx is not None:   # γ·∇L_ptx joins the same optimizer step (trainers/ptx.py)
+                    acc.add(self.ptx.backward(), weight=1.0)
                 acc.end_minibatch()
                 norms.append(self._optimizer_step(sum(losses)))
-        metrics = acc.result()
+        metrics = acc.result(self.dist)
         metrics["optim/grad_norm"] = sum(norms) / len(norms)
         return metrics
 
     def _micro_step(self, batch: Batch, rows, norm: dict, on_policy: bool, acc: MetricAccumulator) -> float:
+        bonus = self.algo.needs_entropy   # an entropy bonus needs H_t with gradient
         logp, ent = token_logprobs(self.model, batch.input_ids[rows], batch.attention_mask[rows], batch.T,
-                                   with_entropy=on_policy, autocast=self.autocast)
+                                   with_entropy=on_policy or bonus, autocast=self.autocast)
         mask = batch.response_mask[rows]
         old = logp.detach() if on_policy else batch.old_logp[rows]
         ref = batch.ref_logp[rows] if batch.ref_logp is not None else None
+        extra = {"entropy": ent} if bonus else {}
+        extra.update({k: getattr(batch, k)[rows] for k in self.algo.loss_fields})   # e.g. VAPO: rewards
         if faults.active("nan_logp", self.step):   # RLX_FAULT=nan_logp@N: as from a forward that overflowed
             logp = logp * math.nan
-        loss, m = self.algo.loss(logp, old, batch.advantages[rows], mask, ref, **norm)
+        loss, m = self.algo.loss(logp, old, batch.advantages[rows], mask, ref, **extra, **norm)
         if on_policy:
             m["policy/entropy"] = masked_mean(ent.detach(), mask)
-        loss.backward()
+        (loss * self.dist.loss_scale).backward()
         acc.add(m, weight=float(mask.sum()))
         return float(loss.detach())
 
     def _optimizer_step(self, loss: float) -> float:
         clip = self.cfg.trainer.grad_clip or math.inf
+        self.dist.sync_grads(self.trainable_parameters())
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), clip))
         if self.guard(loss=loss, grad_norm=grad_norm):
             self.optim.step()
         self.optim.zero_grad(set_to_none=True)
         return grad_norm
+
+
+    def extra_state(self) -> dict:
+        parts = {"critic": self.critic, "ptx": self.ptx}
+        return {k: v.state_dict() for k, v in parts.items() if v is not None}
+
+    def load_extra_state(self, state: dict) -> None:
+        for k, v in {"critic": self.critic, "ptx": self.ptx}.items():
+            if v is not None:
+                v.load_state_dict(state[k])
 
 
 @TRAINERS.register("online")

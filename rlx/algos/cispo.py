@@ -1,0 +1,71 @@
+"""CISPO — Clipped IS-weight Policy Optimization (MiniMax-M1, arXiv:2506.13585 §3.1).
+
+PPO/GRPO clipping zeroes the gradient of tokens whose ratio left the trust region; these are often
+rare, high-value tokens. CISPO clips the importance-sampling *weight* instead, under a stop-gradient,
+so every token keeps a REINFORCE gradient:
+
+    J = E[ 1/Σ_i|o_i| · Σ_i Σ_t sg(r̂_{i,t}) · Â_{i,t} · log π_θ(o_{i,t}|·) ]
+    r̂_{i,t} = clip(r_{i,t}, 1 − ε^IS_low, 1 + ε^IS_high),   r_{i,t} = π_θ/π_old
+
+with GRPO's group-normalised advantage and token-mean aggregation. The paper sets no lower bound
+(ε^IS_low large; 1.0 here, as r ≥ 0) and tunes only ε^IS_high. The loss is written
+−sg(r̂)·Â·(1 + log π_θ − sg(log π_θ)): the gradient is the paper's −sg(r̂)·Â·∇log π_θ, and the value
+is −r̂·Â (the clipped IS-weighted advantage; −mean(Â) at r = 1) rather than −r̂·Â·log π_θ.
+``policy/clip_frac_high`` / ``_low`` count tokens whose weight was truncated from above / below
+(whatever the sign of Â); nothing is dropped from the gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlx.algos.base import Algorithm
+from rlx.algos.common import regularizer_options, regularizers
+from rlx.algos.grpo import grpo_advantages
+from rlx.ops import aggregate, kl_penalty, masked_mean
+from rlx.registry import ALGOS
+
+
+def cispo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_low_is=1.0, eps_high_is=0.28,
+               loss_agg_mode="token_mean", num_tokens=None, num_seqs=None, max_len=None, entropy=None, beta=0.0,
+               kl_estimator="k3", entropy_coef=0.0):
+    """(loss, metrics) of CISPO for token log-probs [n, T] and token advantages [n, T]."""
+    norm = dict(loss_agg_mode=loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
+    ratio = (logp - old_logp).exp()
+    weight = ratio.clamp(1 - eps_low_is, 1 + eps_high_is).detach()
+    per_token = -weight * advantages * (1 + logp - logp.detach())
+    loss = aggregate(per_token, response_mask, loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs,
+                     max_len=max_len)
+    with torch.no_grad():
+        high = ratio > 1 + eps_high_is
+        low = ratio < 1 - eps_low_is
+        valid_ratio = ratio.masked_fill(~response_mask, 1.0)
+        metrics = {"policy/clip_frac_high": masked_mean(high.float(), response_mask),
+                   "policy/clip_frac_low": masked_mean(low.float(), response_mask),
+                   "policy/clip_frac": masked_mean((high | low).float(), response_mask),
+                   "policy/ratio_max": valid_ratio.max(), "policy/ratio_min": valid_ratio.min(),
+                   "policy/kl_old": masked_mean(kl_penalty(old_logp, logp, "k3"), response_mask),
+                   "loss/policy": loss.detach()}
+    reg, reg_metrics = regularizers(logp, ref_logp, entropy, response_mask, beta=beta, kl_estimator=kl_estimator,
+                                    entropy_coef=entropy_coef, **norm)
+    loss = loss + reg
+    metrics.update(reg_metrics)
+    metrics["loss/total"] = loss.detach()
+    return loss, metrics
+
+
+class CISPO(Algorithm):
+    def advantages(self, rewards, response_mask, **batch):
+        adv = grpo_advantages(rewards, self.group_size, True, self.cfg.std_eps)
+        return adv.unsqueeze(-1).expand_as(response_mask).to(torch.float32)
+
+    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
+        c = self.cfg
+        return cispo_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low_is=c.eps_low_is,
+                          eps_high_is=c.eps_high_is, loss_agg_mode=c.loss_agg_mode, entropy=entropy,
+                          **regularizer_options(c), **norm)
+
+
+@ALGOS.register("cispo")
+def build_cispo(cfg) -> CISPO:
+    return CISPO(cfg)

@@ -1,0 +1,89 @@
+"""DAPO — Decoupled Clip and Dynamic sAmpling Policy Optimization (Yu et al. 2025, arXiv:2503.14476).
+
+Objective (eq. 8), with the group-normalised advantage of GRPO, Â_i = (R_i − mean R) / std R:
+
+    J = E[ 1/Σ_i|o_i| · Σ_i Σ_t min(r_{i,t} Â_i, clip(r_{i,t}, 1−ε_low, 1+ε_high) Â_i) ]
+    s.t. 0 < |{o_i : o_i correct}| < G
+
+Its four parts, each switchable off by one key:
+  1. Clip-Higher (§3.1): ε_low = 0.2, ε_high = 0.28 — off: ``eps_high = eps_low``.
+  2. Dynamic sampling (§3.2): groups whose rewards are all equal (zero advantage, no gradient) are
+     dropped and the batch is refilled with fresh prompts, up to ``max_gen_rounds`` generation rounds
+     per step — off: ``dynamic_sampling=false``. The paper's condition is on accuracy; here it is on
+     the total shaped reward, the quantity whose spread makes the advantage non-zero (algorithms.md §8.4).
+  3. Token-level policy-gradient loss (§3.3): every token of the batch weighs 1/Σ|o_i|
+     (``token_mean``) — off: ``loss_agg_mode=seq_mean_token_mean`` (GRPO's per-sample mean).
+  4. Soft overlong punishment (§3.4, eq. 13), added to the task reward (``overlong_penalty``) —
+     off: ``overlong_shaping=false``.
+No KL term (§2.3): β = 0 and no reference model.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlx.algos.base import Algorithm
+from rlx.algos.common import shared_options
+from rlx.algos.grpo import grpo_advantages, grpo_loss
+from rlx.registry import ALGOS
+
+
+def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer_len: int, penalty_factor: float = 1.0):
+    """Soft overlong punishment R_length(y) [N] (DAPO eq. 13) for response lengths |y| [N]:
+
+        0                                   |y| ≤ L_max − L_cache
+        ((L_max − L_cache) − |y|) / L_cache  L_max − L_cache < |y| ≤ L_max
+        −1                                  |y| > L_max
+
+    times ``penalty_factor``; L_max = ``max_len``, L_cache = ``buffer_len``. Paper values L_max = 20480,
+    L_cache = 4096: |y| = 16384 → 0, 18432 → −0.5, 20480 → −1 (algorithms.md §8.9).
+    """
+    expected = max_len - buffer_len
+    r = ((expected - lengths.to(torch.float32)) / buffer_len).clamp(min=-1.0, max=0.0)
+    return penalty_factor * r
+
+
+def dynamic_sampling_keep(rewards: torch.Tensor) -> torch.Tensor:
+    """Bool [B]: groups (rewards [B, G]) whose rewards are not all equal (DAPO §3.2, algorithms.md §8.4)."""
+    return rewards.amax(-1) > rewards.amin(-1)
+
+
+def dapo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_low=0.2, eps_high=0.28,
+              loss_agg_mode="token_mean", **kw):
+    """(loss, metrics): the decoupled-clip surrogate, token-mean over the whole (mini-)batch (eq. 8)."""
+    return grpo_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low=eps_low, eps_high=eps_high,
+                     loss_agg_mode=loss_agg_mode, **kw)
+
+
+class DAPO(Algorithm):
+    @property
+    def max_gen_rounds(self) -> int:
+        return int(self.cfg.max_gen_rounds) if self.cfg.dynamic_sampling else 1
+
+    def keep(self, rewards):
+        if not self.cfg.dynamic_sampling:
+            return super().keep(rewards)
+        return dynamic_sampling_keep(rewards)
+
+    def shape_rewards(self, rewards, response_mask, max_new_tokens):
+        if not self.cfg.overlong_shaping:
+            return rewards, {}
+        pen = overlong_penalty(response_mask.sum(-1).cpu(), max_new_tokens, self.cfg.overlong_buffer_len,
+                               self.cfg.overlong_penalty_factor)
+        return rewards + pen, {"dapo/overlong_penalty": pen.mean().item(),
+                               "dapo/overlong_frac": (pen < 0).float().mean().item()}
+
+    def advantages(self, rewards, response_mask, **batch):
+        adv = grpo_advantages(rewards, self.group_size, True, self.cfg.std_eps)
+        return adv.unsqueeze(-1).expand_as(response_mask).to(torch.float32)
+
+    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
+        c = self.cfg
+        return dapo_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low=c.eps_low,
+                         eps_high=c.eps_high, loss_agg_mode=c.loss_agg_mode, entropy=entropy,
+                         **shared_options(c), **norm)
+
+
+@ALGOS.register("dapo")
+def build_dapo(cfg) -> DAPO:
+    return DAPO(cfg)

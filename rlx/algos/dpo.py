@@ -1,0 +1,40 @@
+"""DPO — Direct Preference Optimization (Rafailov et al. 2023, arXiv:2305.18290, eq. 7), with the
+conservative variant cDPO (Mitchell 2023, "A note on DPO with noisy preferences", eq. 3) as ``label_smoothing``.
+
+    h = log π_θ(y_w|x)/π_ref(y_w|x) − log π_θ(y_l|x)/π_ref(y_l|x)          (sequence sums)
+    L = −(1 − ε) log σ(β h) − ε log σ(−β h)                                  (ε = label_smoothing; ε = 0: DPO)
+
+The minus sign matters: seed 001 writes the loss as log-softmax without it (algorithms.md §7). At
+initialisation π_θ = π_ref, h = 0 and L = log 2 for every ε. The implicit reward of a response is
+β log π_θ(y|x)/π_ref(y|x); with ε > 0 the loss is minimised at h* = log((1 − ε)/ε)/β instead of h → ∞.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from rlx.algos.preference import PrefBatch, PreferenceAlgorithm
+from rlx.registry import ALGOS
+
+
+def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, *, beta=0.1, label_smoothing=0.0):
+    """(loss, metrics): batch mean of the (c)DPO loss for sequence log-probs [B]."""
+    h = (chosen_logps - ref_chosen_logps) - (rejected_logps - ref_rejected_logps)
+    losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    loss = losses.mean()
+    return loss, {"loss/policy": loss.detach(), "loss/total": loss.detach()}
+
+
+class DPO(PreferenceAlgorithm):
+    def implicit_rewards(self, batch: PrefBatch):
+        return self.cfg.beta * (batch.logps - batch.ref_logps).detach()
+
+    def loss(self, batch: PrefBatch):
+        lp, ref = batch.logps, batch.ref_logps
+        return dpo_loss(lp[:, 0], lp[:, 1], ref[:, 0], ref[:, 1], beta=self.cfg.beta,
+                        label_smoothing=self.cfg.label_smoothing)
+
+
+@ALGOS.register("dpo")
+def build_dpo(cfg) -> DPO:
+    return DPO(cfg)

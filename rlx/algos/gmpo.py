@@ -1,0 +1,73 @@
+"""GMPO — Geometric-Mean Policy Optimization (arXiv:2507.20673; algorithms.md §2.16).
+
+GRPO averages the token terms arithmetically; GMPO takes their geometric mean, which an extreme
+token ratio moves far less. Per response, with sgn = sign(Â_i) and token log-ratios
+ℓ_t = log π_θ(o_{i,t}|·) − log π_old(o_{i,t}|·) clipped *in log space* (token level, pessimistic):
+
+    ℓ̃_t = sgn · min(sgn·ℓ_t, sgn·clip(ℓ_t, −ε_low, ε_high))
+    L   = (1/n) Σ_i −Â_i · exp( (1/|o_i|) Σ_t ℓ̃_t )
+
+i.e. ratio_i = Π_t (clipped r_t)^{1/|o_i|}. The paper's range is (e^{−0.4}, e^{0.4}): ε_low = ε_high
+= 0.4, wider than GRPO's (1 ± 0.2); no KL (β = 0). When every ℓ_t is inside the range the loss is
+−Â_i·exp(mean_t ℓ_t) and its gradient −Â_i·ratio_i·(1/|o_i|)Σ_t ∇log π_θ (as GSPO's); a token whose
+clipped branch is active gets no gradient. Clip fractions count tokens; ratio extremes are per
+response. KL and entropy terms, when on, use the per-response mean (``seq_mean_token_mean``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlx.algos.base import Algorithm
+from rlx.algos.common import regularizer_options, regularizers
+from rlx.algos.grpo import grpo_advantages
+from rlx.ops import kl_penalty, masked_mean
+from rlx.registry import ALGOS
+
+
+def gmpo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_low=0.4, eps_high=0.4,
+              num_tokens=None, num_seqs=None, max_len=None, entropy=None, beta=0.0, kl_estimator="k3",
+              entropy_coef=0.0):
+    """(loss, metrics) of GMPO for token log-probs [n, T] and advantages [n, T] (constant per row)."""
+    log_ratio = logp - old_logp
+    adv = masked_mean(advantages, response_mask, dim=-1)
+    sgn = torch.sign(adv).unsqueeze(-1)
+    clipped = log_ratio.clamp(-eps_low, eps_high)
+    used = sgn * torch.minimum(sgn * log_ratio, sgn * clipped)
+    ratio = masked_mean(used, response_mask, dim=-1).exp()           # geometric mean of clipped ratios
+    valid = response_mask.any(-1)
+    n_seq = valid.shape[0] if num_seqs is None else num_seqs
+    loss = (-adv * ratio).masked_fill(~valid, 0.0).sum() / n_seq
+    with torch.no_grad():
+        high = (sgn > 0) & (log_ratio > eps_high)
+        low = (sgn < 0) & (log_ratio < -eps_low)
+        r = ratio[valid] if valid.any() else torch.ones(1)
+        metrics = {"policy/clip_frac_high": masked_mean(high.float(), response_mask),
+                   "policy/clip_frac_low": masked_mean(low.float(), response_mask),
+                   "policy/clip_frac": masked_mean((high | low).float(), response_mask),
+                   "policy/ratio_max": r.max(), "policy/ratio_min": r.min(),
+                   "policy/kl_old": masked_mean(kl_penalty(old_logp, logp, "k3"), response_mask),
+                   "loss/policy": loss.detach()}
+    reg, reg_metrics = regularizers(logp, ref_logp, entropy, response_mask, beta=beta, kl_estimator=kl_estimator,
+                                    entropy_coef=entropy_coef, loss_agg_mode="seq_mean_token_mean",
+                                    num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
+    loss = loss + reg
+    metrics.update(reg_metrics)
+    metrics["loss/total"] = loss.detach()
+    return loss, metrics
+
+
+class GMPO(Algorithm):
+    def advantages(self, rewards, response_mask, **batch):
+        adv = grpo_advantages(rewards, self.group_size, True, self.cfg.std_eps)
+        return adv.unsqueeze(-1).expand_as(response_mask).to(torch.float32)
+
+    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
+        c = self.cfg
+        return gmpo_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low=c.eps_low,
+                         eps_high=c.eps_high, entropy=entropy, **regularizer_options(c), **norm)
+
+
+@ALGOS.register("gmpo")
+def build_gmpo(cfg) -> GMPO:
+    return GMPO(cfg)

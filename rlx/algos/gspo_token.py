@@ -1,0 +1,64 @@
+"""GSPO-token — the token-level form of GSPO (Zheng et al. 2025, arXiv:2507.18071 §4.3).
+
+Each token gets the ratio
+
+    s_{i,t}(θ) = sg[s_i(θ)] · π_θ(o_{i,t}|·) / sg[π_θ(o_{i,t}|·)]
+
+whose *value* is the sequence ratio s_i of GSPO (so clipping acts per response) but whose gradient
+is s_i · ∇log π_θ(o_{i,t}|·) for that token alone, which allows token-level advantages Â_{i,t}:
+
+    L = (1/n) Σ_i (1/|o_i|) Σ_t −min(s_{i,t} Â_{i,t}, clip(s_{i,t}, 1−ε_low, 1+ε_high) Â_{i,t})
+
+With Â_{i,t} = Â_i (the group advantage used here) loss and gradient equal GSPO's (§4.3). It is
+the clipped surrogate of common.py with π_old replaced by sg[π_θ]/sg[s_i], so dual-clip, the
+stop-gradient clip mode, KL and entropy terms all apply per token with the same keys.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlx.algos.base import Algorithm
+from rlx.algos.common import clipped_surrogate, regularizers, shared_options
+from rlx.algos.grpo import grpo_advantages
+from rlx.algos.gspo import sequence_log_ratio
+from rlx.ops import kl_penalty, masked_mean
+from rlx.registry import ALGOS
+
+
+def gspo_token_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_low=3e-4, eps_high=4e-4,
+                    loss_agg_mode="seq_mean_token_mean", num_tokens=None, num_seqs=None, max_len=None,
+                    entropy=None, beta=0.0, kl_estimator="k3", entropy_coef=0.0, clip_ratio_c=None,
+                    clip_mode="standard"):
+    """(loss, metrics) of GSPO-token for token log-probs [n, T] and token advantages [n, T]."""
+    norm = dict(loss_agg_mode=loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
+    log_s = sequence_log_ratio(logp, old_logp, response_mask).detach()
+    # exp(logp − shifted_old) = sg[s_i]·π_θ/sg[π_θ]: value s_i, gradient s_i·∇log π_θ(o_{i,t})
+    shifted_old = logp.detach() - log_s.unsqueeze(-1)
+    loss, metrics = clipped_surrogate(logp, shifted_old, advantages, response_mask, eps_low=eps_low,
+                                      eps_high=eps_high, clip_ratio_c=clip_ratio_c, clip_mode=clip_mode, **norm)
+    with torch.no_grad():
+        metrics["policy/kl_old"] = masked_mean(kl_penalty(old_logp, logp, "k3"), response_mask)
+    reg, reg_metrics = regularizers(logp, ref_logp, entropy, response_mask, beta=beta, kl_estimator=kl_estimator,
+                                    entropy_coef=entropy_coef, **norm)
+    loss = loss + reg
+    metrics.update(reg_metrics)
+    metrics["loss/total"] = loss.detach()
+    return loss, metrics
+
+
+class GSPOToken(Algorithm):
+    def advantages(self, rewards, response_mask, **batch):
+        adv = grpo_advantages(rewards, self.group_size, True, self.cfg.std_eps)
+        return adv.unsqueeze(-1).expand_as(response_mask).to(torch.float32)
+
+    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
+        c = self.cfg
+        return gspo_token_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low=c.eps_low,
+                               eps_high=c.eps_high, loss_agg_mode=c.loss_agg_mode, entropy=entropy,
+                               **shared_options(c), **norm)
+
+
+@ALGOS.register("gspo_token")
+def build_gspo_token(cfg) -> GSPOToken:
+    return GSPOToken(cfg)

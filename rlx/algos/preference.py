@@ -1,0 +1,85 @@
+"""What the offline trainer hands a preference algorithm, and the metrics every one of them logs.
+
+A batch is B rows of K responses to one prompt each, as sequence log-probabilities (sum over the
+response tokens, EOS included) and token counts; columns are ranked best first (for pairs: chosen,
+then rejected; the data's order is authoritative, scores only grade it). The trainer asks the algorithm:
+
+- ``layout``: ``pairs`` (every ordered pair of a record becomes a row of K = 2), ``ranked``
+  (all K responses of a record in one row; RRHF) or ``pointwise`` (each response with a desirable /
+  undesirable label; KTO — paired data gives chosen = desirable, rejected = undesirable)
+- ``needs_ref``: whether reference log-probs are needed (False for reference-free losses: no
+  reference model is loaded)
+- ``needs_mismatched``: whether to add each prompt with another row's response (KTO's KL estimate)
+- ``implicit_rewards(batch)``: the reward each response gets under the loss (for ``pref/*``)
+- ``loss(batch)``: ``(loss, metrics)``
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rlx.algos.base import Algorithm
+
+
+@dataclass
+class PrefBatch:
+    """B rows x K responses (ranked best first). All tensors [B, K] unless noted."""
+
+    logps: torch.Tensor                      # Σ_t log π_θ(y_t | x, y_<t) of each response
+    n_tokens: torch.Tensor                   # response tokens (EOS included), float
+    scores: torch.Tensor                     # the data's scores (grade the ranking; ODPO's offset)
+    ref_logps: torch.Tensor | None = None    # the same sums under π_ref (cached per example)
+    labels: torch.Tensor | None = None       # bool, True = desirable (pointwise layout)
+    kl_logps: torch.Tensor | None = None     # [B] log π_θ(y'|x) of a mismatched response, no gradient
+    ref_kl_logps: torch.Tensor | None = None  # [B] the same under π_ref
+
+
+class PreferenceAlgorithm(Algorithm):
+    trainer = "offline"
+    layout = "pairs"
+    reference_free = False
+    needs_mismatched = False
+
+    @property
+    def needs_ref(self) -> bool:
+        return not self.reference_free
+
+    def implicit_rewards(self, batch: PrefBatch) -> torch.Tensor:
+        """[B, K] reward of each response under this loss (detached)."""
+        raise NotImplementedError
+
+    def loss(self, batch: PrefBatch):  # (loss, metrics); offline signature, not the online one
+        raise NotImplementedError
+
+
+def ordered_pairs(K: int) -> list[tuple[int, int]]:
+    """Column pairs (i, j), i < j: response i is ranked above response j (columns are ranked best first)."""
+    return [(i, j) for i in range(K) for j in range(i + 1, K)]
+
+
+def pref_metrics(rewards: torch.Tensor, logps: torch.Tensor, labels=None) -> dict:
+    """The preference vocabulary over every ordered pair of responses of each row.
+
+    pref/accuracy: share of pairs whose chosen (higher-ranked) reward is higher; a tie counts 1/2 (so a
+    policy equal to its reference scores 0.5, chance, not 0). pref/margin: mean (r_chosen − r_rejected).
+    logps/chosen, logps/rejected: mean sequence log-prob (sum over tokens) of each side.
+    Rows of one response (unpaired data) report rewards and log-probs by label only.
+    """
+    r, lp = rewards.detach().float(), logps.detach().float()
+    pairs = ordered_pairs(r.shape[1])
+    if pairs:
+        rc, rr = torch.cat([r[:, i] for i, _ in pairs]), torch.cat([r[:, j] for _, j in pairs])
+        lc, lr = torch.cat([lp[:, i] for i, _ in pairs]), torch.cat([lp[:, j] for _, j in pairs])
+        acc = ((rc > rr).float() + 0.5 * (rc == rr).float()).mean()
+        return {"pref/accuracy": acc.item(), "pref/margin": (rc - rr).mean().item(),
+                "pref/chosen_reward": rc.mean().item(), "pref/rejected_reward": rr.mean().item(),
+                "logps/chosen": lc.mean().item(), "logps/rejected": lr.mean().item()}
+    out = {}
+    if labels is not None:
+        for name, sel in (("chosen", labels), ("rejected", ~labels)):
+            if sel.any():
+                out[f"pref/{name}_reward"] = r[sel].mean().item()
+                out[f"logps/{name}"] = lp[sel].mean().item()
+    return out

@@ -1,0 +1,171 @@
+"""rlx's own decoding loop: the model's forward with a KV cache, without ``generate()``'s per-step overhead.
+
+What it does differently from ``model.generate`` (and why it is faster, docs/performance.md):
+  - the prompt is run once per distinct prompt and its KV cache is copied to the prompt's n samples
+    (``generate`` on ``repeat_interleave``-d inputs runs every prompt n times);
+  - the cache lives in buffers allocated once for the longest possible sequence; a step writes one
+    column in place instead of re-allocating the whole cache (``torch.cat`` per layer per step);
+  - rows that have produced EOS leave the batch once a quarter of it has ended, and the loop stops
+    when every row has ended.
+
+Sampling is the same distribution as transformers' sampling with the same settings: float32 logits,
+then temperature, top-k and top-p in transformers' order (its own logits warpers), softmax and
+``torch.multinomial`` on torch's global generator (checkpointed, so resume stays exact). Greedy is
+``argmax``. A test checks token-for-token equality with ``generate`` (greedy) and the sampled
+distribution against the model's probabilities.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from rlx.ops import position_ids_from_mask
+from rlx.perf import FP32_SDPA
+
+
+def cache_kwarg(model) -> str | None:
+    """Name of the forward's cache argument (``cache`` from transformers 5.2x, ``past_key_values`` before)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(type(base).forward).parameters
+    return "cache" if "cache" in params else "past_key_values" if "past_key_values" in params else None
+
+
+def new_cache(model):
+    from transformers import DynamicCache
+
+    config = getattr(model, "config", None)
+    try:
+        return DynamicCache(config=config)
+    except TypeError:  # older transformers: no config argument
+        return DynamicCache()
+
+
+def plain_layers(cache) -> bool:
+    """True when every layer is a plain full-attention DynamicLayer (rows can be copied and selected)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
+
+
+def _buffer_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class BufferLayer(DynamicLayer):
+        """A full-attention layer whose keys/values live in buffers allocated once; ``update`` writes in place
+        and returns views of the filled part, so everything that reads a DynamicLayer reads it unchanged."""
+
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, repeats: int, capacity: int, dtype=None):
+            super().__init__()
+            B, H, L, _ = keys.shape
+            self._k = keys.new_empty(B * repeats, H, capacity, keys.shape[-1], dtype=dtype or keys.dtype)
+            self._v = values.new_empty(B * repeats, H, capacity, values.shape[-1], dtype=dtype or values.dtype)
+            for buf, src in ((self._k, keys), (self._v, values)):
+                buf.view(B, repeats, *buf.shape[1:])[:, :, :, :L] = src.unsqueeze(1)
+            self.n, self.device, self.is_initialized = L, keys.device, True
+            self._views()
+
+        def _views(self):
+            self.keys, self.values = self._k[:, :, :self.n], self._v[:, :, :self.n]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            m = key_states.shape[-2]
+            self._k[:, :, self.n:self.n + m] = key_states
+            self._v[:, :, self.n:self.n + m] = value_states
+            self.n += m
+            self._views()
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            self._k, self._v = self._k[indices], self._v[indices]
+            self._views()
+
+    return BufferLayer
+
+
+class Sampler:
+    """Decode ``max_new_tokens`` tokens for left-padded prompts, n samples each (contiguous per prompt)."""
+
+    def __init__(self, model, max_new_tokens: int, eos_id: int, pad_id: int, temperature=1.0, top_k=0, top_p=1.0):
+        from transformers.generation.logits_process import (
+            LogitsProcessorList,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        self.model, self.max_new_tokens, self.eos, self.pad = model, max_new_tokens, eos_id, pad_id
+        self.cache_kw = cache_kwarg(model)
+        warpers = LogitsProcessorList()   # transformers' order (GenerationMixin._get_logits_processor)
+        if temperature is not None and temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(temperature))
+        if top_k:
+            warpers.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
+        if top_p is not None and top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+        self.warpers = warpers
+        self._layer_cls = None
+
+    @property
+    def supported(self) -> bool:
+        config = getattr(self.model, "config", None)
+        return self.cache_kw is not None and config is not None and not config.is_encoder_decoder
+
+    def _forward(self, ids, am, pos, cache, logits_to_keep=1):
+        kw = {self.cache_kw: cache}
+        out = self.model(input_ids=ids, attention_mask=am, position_ids=pos, use_cache=True,
+                         logits_to_keep=logits_to_keep, **kw)
+        return out.logits[:, -1].float()
+
+    def _prefill(self, ids, am, n: int):
+        """Run each prompt once; return the next-token logits and a cache for its n samples, or None."""
+        cache = new_cache(self.model)
+        logits = self._forward(ids, am, position_ids_from_mask(am), cache)
+        if not plain_layers(cache):
+            return None
+        if self._layer_cls is None:
+            self._layer_cls = _buffer_layer_class()
+        capacity = ids.shape[1] + self.max_new_tokens
+        # float32 attention (rlx.perf.fp32_attention) reads float32 keys/values: convert once, not every step
+        fp32 = getattr(self.model.config, "_attn_implementation", None) == FP32_SDPA
+        dtype = torch.float32 if fp32 else None
+        cache.layers = [self._layer_cls(layer.keys, layer.values, n, capacity, dtype) for layer in cache.layers]
+        return logits.repeat_interleave(n, 0), cache
+
+    def _pick(self, logits, greedy: bool):
+        if greedy:
+            return logits.argmax(-1)
+        scores = self.warpers(None, logits) if self.warpers else logits
+        return torch.multinomial(torch.softmax(scores, -1), 1).squeeze(1)
+
+    @torch.no_grad()
+    def __call__(self, ids: torch.Tensor, am: torch.Tensor, n: int = 1, greedy: bool = False):
+        """Completion ids [B·n, T'] (pad after EOS; T' ≤ max_new_tokens: the loop stops when all rows ended),
+        or None when the model's cache is not one this loop handles (the caller falls back to ``generate``)."""
+        pre = self._prefill(ids, am, n)
+        if pre is None:
+            return None
+        logits, cache = pre
+        N, P, T = ids.shape[0] * n, ids.shape[1], self.max_new_tokens
+        out = torch.full((N, T), self.pad, dtype=torch.long, device=ids.device)
+        mask = torch.cat([am.repeat_interleave(n, 0), am.new_ones(N, T)], 1)
+        pos = mask[:, :P].sum(-1)                          # position of the first new token
+        rows = torch.arange(N, device=ids.device)          # which output rows are still in the batch
+        alive = torch.ones(N, dtype=torch.bool, device=ids.device)
+        t = 0
+        for t in range(T):
+            tok = self._pick(logits, greedy).masked_fill(~alive, self.pad)
+            out[rows, t] = tok
+            alive &= tok != self.eos
+            n_alive = int(alive.sum())                       # one host sync per token: the loop's stop test
+            if n_alive == 0 or t == T - 1:
+                break
+            if n_alive <= 0.75 * len(rows):                  # drop finished rows from the batch
+                keep = alive.nonzero().squeeze(1)
+                rows, alive, tok, mask, pos = rows[keep], alive[keep], tok[keep], mask[keep], pos[keep]
+                for layer in cache.layers:
+                    layer.batch_select_indices(keep)
+            logits = self._forward(tok[:, None], mask[:, :P + t + 1], (pos + t)[:, None], cache)
+        return out[:, :t + 1]

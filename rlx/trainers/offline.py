@@ -1,0 +1,223 @@
+"""The offline loop: every preference algorithm (DPO, IPO, SimPO, ORPO, KTO, ODPO, RRHF) runs here.
+
+One step, numbered as in the code:
+  1. take B records (``data.prompts_per_step``) from the data cursor: a prompt with K responses ranked
+     best first (``responses``/``scores``; a pair is K = 2), or an unpaired prompt/completion/label
+  2. lay them out as the algorithm asks (``algo.layout``): ``pairs`` — every ordered pair of a record
+     is a row; ``ranked`` — the K responses of a record are one row; ``pointwise`` — each response
+     with a desirable/undesirable label (unpaired rows as given; each ordered pair of a ranked record
+     as chosen = desirable, rejected = undesirable, so a middle response is desirable against worse
+     ones only), plus each prompt with the previous row's response when the algorithm estimates a KL
+     term from mismatched pairs (``algo.needs_mismatched``)
+  3. tokenise as TRL does (``rlx.data.preference.tokenize_example``: response + EOS after the prompt)
+  4. reference log-probs Σ_t log π_ref, only when the algorithm needs a reference (``algo.needs_ref``;
+     reference-free losses load no reference model): computed once per (example id, response) and
+     cached for the run (checkpointed too), so later epochs never recompute them
+  5. policy log-probs, the algorithm's loss on the whole batch, backward. When the batch has more
+     sequences than ``trainer.micro_batch_size`` the gradient is accumulated exactly in two passes:
+     log-probs of the whole batch without gradient, dL/dlogp from the loss on them, then per
+     micro-batch a forward with gradient and the backward of Σ logp · dL/dlogp (the loss depends on
+     the weights only through the sequence log-probs, and the models have no dropout)
+  6. clip, optimizer step; metrics pref/*, logps/*, loss/*, optim/*, perf/*
+Evaluation adds held-out preference accuracy on ``data.pref_eval_set()`` (always as pairs) as
+``eval/<data config name>/pref_accuracy`` to the base trainer's greedy-generation accuracy. The trainer
+asks the algorithm what it needs; it never branches on its name.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from rlx.algos.preference import PrefBatch, ordered_pairs, pref_metrics
+from rlx.data.preference import tokenize_example
+from rlx.ops import masked_sum
+from rlx.registry import TRAINERS
+from rlx.trainers.base import Trainer
+from rlx.trainers.online import token_logprobs
+
+
+def layout_rows(records: list[dict], layout: str, algo_name: str = "") -> list[tuple[int, list[int], list | None]]:
+    """[(record index, response columns, labels or None)] of one batch in the algorithm's layout."""
+    rows = []
+    for r, rec in enumerate(records):
+        K = len(rec["responses"])
+        if "label" in rec:
+            if layout != "pointwise":
+                raise ValueError(f"algo={algo_name} needs ranked responses (prompt/chosen/rejected) but the data "
+                                 "has unpaired prompt/completion/label rows; use algo=kto for those")
+            rows.append((r, [0], [bool(rec["label"])]))
+        elif layout == "pairs":
+            rows += [(r, [i, j], None) for i, j in ordered_pairs(K)]
+        elif layout == "ranked":
+            rows.append((r, list(range(K)), None))
+        elif layout == "pointwise":   # each ordered pair: chosen desirable, rejected undesirable
+            rows += [(r, [i, j], [True, False]) for i, j in ordered_pairs(K)]
+        else:
+            raise ValueError(f"algorithm layout '{layout}': valid: pairs, ranked, pointwise")
+    if len({len(cols) for _, cols, _ in rows}) > 1:
+        raise ValueError("one batch mixes records with different numbers of responses (or paired and unpaired "
+                         "rows); the offline loop needs the same K in a batch")
+    return rows
+
+
+def encode(seqs: list[tuple[list[int], list[int]]], pad_id: int, device):
+    """(input_ids, attention_mask, response_mask, T): prompts left-padded, responses right-padded."""
+    P, T = max(len(p) for p, _ in seqs), max(max(len(r) for _, r in seqs), 1)
+    ids = torch.full((len(seqs), P + T), pad_id, dtype=torch.long)
+    am = torch.zeros(len(seqs), P + T, dtype=torch.long)
+    for i, (p, r) in enumerate(seqs):
+        ids[i, P - len(p):P], ids[i, P:P + len(r)] = torch.tensor(p, dtype=torch.long), torch.tensor(r, dtype=torch.long)
+        am[i, P - len(p):P + len(r)] = 1
+    return ids.to(device), am.to(device), am[:, P:].bool().to(device), T
+
+
+class Sequences:
+    """The distinct (prompt, response) sequences of a batch, their cache keys, and where each row's
+    columns (and mismatched KL partner) are among them."""
+
+    def __init__(self):
+        self.keys, self.seqs, self._pos = [], [], {}
+
+    def add(self, key, prompt_ids, response_ids) -> int:
+        if key not in self._pos:
+            self._pos[key] = len(self.seqs)
+            self.keys.append(key)
+            self.seqs.append((prompt_ids, response_ids))
+        return self._pos[key]
+
+
+class OfflineTrainer(Trainer):
+    def setup(self) -> None:
+        # file data was tokenised and checked by the base trainer (data.prepare) before this
+        self.ref_cache: dict = {}
+        self.ref_sequences = 0   # sequences the reference model has scored (the cache keeps this at one per example)
+
+    def extra_state(self) -> dict:
+        return {"ref_cache": self.ref_cache}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.ref_cache = dict(state.get("ref_cache", {}))
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self) -> dict:
+        t0 = time.perf_counter()
+        B = self.cfg.data.prompts_per_step
+        records = self.data.train_batch(self.cursor, B)                                    # 1
+        self.cursor += B
+        rows = layout_rows(records, self.algo.layout, self.algo.name)                      # 2
+        main, index, kl, kl_index = self.sequences("train", records, rows)                 # 3
+        ref, ref_kl = self.reference(main), self.reference(kl) if kl_index is not None else None   # 4
+        batch, loss, metrics = self.update(main, index, records, rows, ref, ref_kl, kl, kl_index)   # 5
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable_parameters(),
+                                                         self.cfg.trainer.grad_clip or math.inf))  # 6
+        if self.guard(loss=loss, grad_norm=grad_norm):
+            self.optim.step()
+        self.optim.zero_grad(set_to_none=True)
+        self.sched.step()
+        out = {k: float(v) for k, v in metrics.items()}
+        out.update(pref_metrics(self.algo.implicit_rewards(batch), batch.logps, batch.labels))
+        out.update({"optim/grad_norm": grad_norm, "optim/lr": self.sched.get_last_lr()[0],
+                    "perf/step_s": time.perf_counter() - t0})
+        return out
+
+    # ------------------------------------------------------------------ 3: sequences and rows
+    def tokens(self, rec: dict):
+        if "prompt_ids" in rec:
+            return rec["prompt_ids"], rec["response_ids"]
+        return tokenize_example(self.tok, rec["prompt"], rec["responses"])
+
+    def sequences(self, split: str, records, rows, mismatched: bool = True):
+        """(main Sequences, index [rows, K], mismatched Sequences, kl index [rows] or None)."""
+        toks = [self.tokens(rec) for rec in records]
+        ids = [rec.get("id", i) for i, rec in enumerate(records)]
+        main = Sequences()
+        index = torch.tensor([[main.add((split, ids[r], c), toks[r][0], toks[r][1][c]) for c in cols]
+                              for r, cols, _ in rows])
+        kl, kl_index = Sequences(), None
+        if mismatched and self.algo.needs_mismatched and len(rows) > 1:
+            # prompt of row b with the first response of row b-1 (TRL's KTOTrainer shifts completions likewise)
+            kl_index = torch.tensor([kl.add((split, "kl", ids[r], ids[rows[b - 1][0]], rows[b - 1][1][0]), toks[r][0],
+                                            toks[rows[b - 1][0]][1][rows[b - 1][1][0]])
+                                     for b, (r, _, _) in enumerate(rows)])
+        return main, index, kl, kl_index
+
+    def make_batch(self, logps, n_tokens, index, records, rows, ref=None, kl=None, ref_kl=None, kl_index=None):
+        scores = torch.tensor([[float((records[r].get("scores") or [-i for i in range(len(records[r]["responses"]))])[c])
+                                for c in cols] for r, cols, _ in rows])
+        labels = torch.tensor([lab for _, _, lab in rows]) if rows[0][2] is not None else None
+        take = (lambda x: x[kl_index]) if kl_index is not None else (lambda x: x.new_zeros(0))
+        return PrefBatch(logps=logps[index], n_tokens=n_tokens[index], scores=scores.to(logps.device),
+                         ref_logps=ref[index] if ref is not None else None,
+                         labels=labels.to(logps.device) if labels is not None else None,
+                         kl_logps=take(kl) if kl is not None else None,
+                         ref_kl_logps=take(ref_kl) if ref_kl is not None else None)
+
+    # ------------------------------------------------------------------ 4 and 5: log-probs
+    def seq_logps(self, model, seqs: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Σ_t log π(y_t|·) [n], response tokens [n]) in micro-batches of ``trainer.micro_batch_size``."""
+        micro = self.cfg.trainer.micro_batch_size or len(seqs)
+        sums, counts = [], []
+        for s in range(0, len(seqs), micro):
+            ids, am, mask, T = encode(seqs[s:s + micro], self.tok.pad_token_id, self.device)
+            logp, _ = token_logprobs(model, ids, am, T, autocast=self.autocast)
+            sums.append(masked_sum(logp, mask, -1))
+            counts.append(mask.sum(-1).to(logp.dtype))
+        return torch.cat(sums), torch.cat(counts)
+
+    @torch.no_grad()
+    def reference(self, seqs: Sequences) -> torch.Tensor | None:
+        """Reference log-probs of ``seqs`` from the run's cache, scoring only sequences not seen before."""
+        if self.ref is None or not seqs.seqs:
+            return None
+        missing = [i for i, k in enumerate(seqs.keys) if k not in self.ref_cache]
+        if missing:
+            logps, _ = self.seq_logps(self.ref, [seqs.seqs[i] for i in missing])
+            self.ref_cache.update({seqs.keys[i]: float(v) for i, v in zip(missing, logps.tolist())})
+            self.ref_sequences += len(missing)
+        return torch.tensor([self.ref_cache[k] for k in seqs.keys], device=self.device)
+
+    def update(self, main, index, records, rows, ref, ref_kl, kl, kl_index):
+        """Step 5: (batch, loss, metrics) after the backward of the algorithm's loss."""
+        kl_logps = None
+        if kl_index is not None:
+            with torch.no_grad():
+                kl_logps = self.seq_logps(self.model, kl.seqs)[0]
+        micro = self.cfg.trainer.micro_batch_size or len(main.seqs)
+        one_pass = len(main.seqs) <= micro
+        with torch.set_grad_enabled(one_pass):
+            logps, n_tokens = self.seq_logps(self.model, main.seqs)
+        leaf = logps if one_pass else logps.detach().requires_grad_(True)
+        batch = self.make_batch(leaf, n_tokens, index, records, rows, ref, kl_logps, ref_kl, kl_index)
+        loss, metrics = self.algo.loss(batch)
+        loss.backward()
+        if not one_pass:   # exact accumulation: d/dθ L = Σ_i dL/dlogp_i · d logp_i/dθ
+            grad = leaf.grad
+            for s in range(0, len(main.seqs), micro):
+                part, _ = self.seq_logps(self.model, main.seqs[s:s + micro])
+                (part * grad[s:s + micro]).sum().backward()
+        return batch, float(loss.detach()), metrics
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        out = super().evaluate()
+        pairs = self.data.pref_eval_set() if hasattr(self.data, "pref_eval_set") else []
+        if pairs:
+            out[f"eval/{self.cfg.data.name}/pref_accuracy"] = self.pref_accuracy(pairs)
+        return out
+
+    def pref_accuracy(self, records: list[dict]) -> float:
+        """Share of held-out ordered pairs whose chosen response gets the higher implicit reward (ties 1/2)."""
+        rows = layout_rows(records, "pairs")
+        main, index, _, _ = self.sequences("eval", records, rows, mismatched=False)
+        logps, n_tokens = self.seq_logps(self.model, main.seqs)
+        batch = self.make_batch(logps, n_tokens, index, records, rows, self.reference(main))
+        return pref_metrics(self.algo.implicit_rewards(batch), batch.logps)["pref/accuracy"]
+
+
+@TRAINERS.register("offline")
+def build_offline(cfg, run_dir, **kw) -> OfflineTrainer:
+    return OfflineTrainer(cfg, run_dir, **kw)
