@@ -1,0 +1,159 @@
+"""The fast paths give the numbers of the plain ones: rlx's sampler against ``generate``, the shared-prompt
+forward against one plain forward (values and gradients), the chunked log-prob function against its
+closed form, and the autocast/attention settings."""
+
+import copy
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import rlx.logprobs as LP
+from rlx.ops import logprobs_from_logits
+from rlx.perf import FP32_SDPA, fp32_attention, resolve_autocast
+from rlx.rollout.hf import HFEngine
+
+PROMPTS = ["1+1=", "10+10=", "99+7=", "5+62="]   # 4, 6, 5 and 5 tokens: left padding differs per row
+
+
+def _engine(model, tok, max_new=6, **sampling):
+    cfg = {"max_new_tokens": max_new, "temperature": 1.0, "top_k": 0, "top_p": 1.0, **sampling}
+    return HFEngine(model, tok, OmegaConf.create(cfg))
+
+
+def _eos_first(tiny, ends: list[bool]):
+    """The tiny model with its output row for EOS (untied from the input embedding) solved so that greedy
+    decoding of PROMPTS[r] emits EOS as its first token exactly when ``ends[r]``: h_r·e = max_r ± 2."""
+    model, tok = tiny
+    model = copy.deepcopy(model).eval()
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        out = model(**enc, output_hidden_states=True)
+        h = out.hidden_states[-1][:, -1]                      # final (normed) hidden state at the last prompt token
+        target = out.logits[:, -1].max(-1).values + torch.tensor([2.0 if e else -2.0 for e in ends])
+        head = model.lm_head.weight.detach().clone()
+        head[tok.eos_token_id] = torch.linalg.pinv(h) @ target  # min-norm e with h e = target
+    model.lm_head.weight = torch.nn.Parameter(head)
+    return model, tok
+
+
+def test_greedy_sampler_equals_generate_token_for_token(tiny):
+    model, tok = _eos_first(tiny, [True, False, True, False])
+    fast, slow = _engine(model, tok), _engine(model, tok)
+    slow.fast = False
+    prompts = PROMPTS * 8
+    a, b = fast.generate(prompts, greedy=True), slow.generate(prompts, greedy=True)
+    assert a.completion_ids.shape == b.completion_ids.shape
+    assert torch.equal(a.completion_ids, b.completion_ids)
+    assert torch.equal(a.response_mask, b.response_mask) and a.texts == b.texts
+    lengths = a.response_mask.sum(-1)
+    assert lengths[0] == 1 and lengths[1] > 1   # half the rows ended at once: the finished-row drop ran
+
+
+def test_sampler_stops_when_every_row_has_ended(tiny):
+    model, tok = _eos_first(tiny, [True] * 4)
+    out = _engine(model, tok, max_new=40).generate(PROMPTS, greedy=True)
+    assert (out.completion_ids[:, 0] == tok.eos_token_id).all()   # every row ended at its first token ...
+    assert out.completion_ids.shape == (4, 1)                      # ... so one step ran, not 40
+
+
+def test_sampled_tokens_follow_the_warped_distribution(tiny):
+    """temperature 0.5 then top-k 3, as transformers applies them: 3000 one-token samples of one prompt
+    put no mass outside the top 3 and match softmax(z_top3 / 0.5) to within sampling noise."""
+    model, tok = tiny
+    eng = _engine(model, tok, max_new=1, temperature=0.5, top_k=3)
+    torch.manual_seed(0)
+    out = eng.generate([PROMPTS[1]], n=3000)
+    with torch.no_grad():
+        z = model(input_ids=out.prompt_ids[:1]).logits[0, -1].float()
+    top = z.topk(3)
+    p = torch.softmax(top.values / 0.5, -1)
+    counts = torch.stack([(out.completion_ids[:, 0] == i).sum() for i in top.indices]).float()
+    assert counts.sum() == 3000
+    # multinomial s.e. of each frequency is sqrt(p(1-p)/3000) <= 0.0092; 0.03 is over 3 s.e.
+    assert torch.allclose(counts / 3000, p, atol=0.03), (counts / 3000, p)
+
+
+def _batch(tiny_model, tok, n=4):
+    eng = _engine(tiny_model, tok, max_new=5)
+    torch.manual_seed(1)
+    out = eng.generate(PROMPTS, n=n)
+    ids = torch.cat([out.prompt_ids, out.completion_ids], 1)
+    am = torch.cat([out.prompt_mask, out.response_mask.long()], 1)
+    return ids, am, out.response_mask
+
+
+def test_shared_prompt_forward_equals_plain_forward(tiny, monkeypatch):
+    model, tok = tiny
+    model = copy.deepcopy(model).train()
+    ids, am, mask = _batch(model, tok)
+    T = mask.shape[1]
+    assert LP._shared_prompts(model, *LP._trim(ids, am, T)[:2], ids.shape[1] - T) is not None   # 4 prompts, 16 rows
+    w = torch.randn(mask.shape)
+
+    def run():
+        model.zero_grad()
+        logp, ent = LP.token_logprobs(model, ids, am, T, with_entropy=True)
+        (((logp + 0.1 * ent) * w)[mask]).sum().backward()
+        return logp.detach(), ent.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    shared = run()
+    monkeypatch.setattr(LP, "_shared_prompts", lambda *a: None)
+    plain = run()
+    for got, want in zip(shared, plain):
+        assert torch.allclose(got, want, atol=1e-5, rtol=1e-4)
+    assert (shared[0][~mask] == 0).all()   # padding after EOS gets log-prob 0, as before
+
+
+def test_chunked_logprobs_match_the_closed_form(monkeypatch):
+    # z = [0, log 3] -> p = [1/4, 3/4]; token 1: log p = log 3/4, d log p/dz = onehot - p = [-1/4, 1/4]
+    z = torch.tensor([[[0.0, math.log(3.0)]]], requires_grad=True)
+    logp, ent = logprobs_from_logits(z, torch.tensor([[1]]), with_entropy=True)
+    logp.sum().backward(retain_graph=True)
+    assert logp.item() == pytest.approx(math.log(0.75))
+    assert z.grad[0, 0].tolist() == pytest.approx([-0.25, 0.25])
+    # dH/dz_j = -p_j (log p_j + H): H = 0.5623 nats -> [-1/4 (log 1/4 + H), -3/4 (log 3/4 + H)] = [0.2060, -0.2060]
+    z.grad = None
+    H = ent.item()
+    ent.sum().backward()
+    assert z.grad[0, 0].tolist() == pytest.approx([-0.25 * (math.log(0.25) + H), -0.75 * (math.log(0.75) + H)])
+    # several chunks (2 rows each) give the values and gradients of the unchunked closed form
+    monkeypatch.setattr("rlx.ops.LOGPROB_CHUNK_ELEMENTS", 14)
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 7, requires_grad=True)
+    y = torch.randint(0, 7, (3, 4))
+    w1, w2 = torch.randn(3, 4), torch.randn(3, 4)
+    lp, h = logprobs_from_logits(x, y, with_entropy=True)
+    ((lp * w1).sum() + (h * w2).sum()).backward()
+    x2 = x.detach().clone().requires_grad_()
+    ls = x2.log_softmax(-1)
+    lp2, h2 = ls.gather(-1, y[..., None]).squeeze(-1), -(ls.exp() * ls).sum(-1)
+    ((lp2 * w1).sum() + (h2 * w2).sum()).backward()
+    assert torch.allclose(lp, lp2, atol=1e-6) and torch.allclose(h, h2, atol=1e-5)
+    assert torch.allclose(x.grad, x2.grad, atol=1e-6)
+
+
+def test_autocast_setting(tiny):
+    model, _ = tiny
+    cpu = torch.device("cpu")
+    assert resolve_autocast(True, model, cpu) is True and resolve_autocast(False, model, cpu) is False
+    assert resolve_autocast(None, model, cpu) is False   # auto: 1M parameters is below the bf16 break-even
+
+
+def test_fp32_attention_sampling_matches_its_training_forward(tiny):
+    """Under bf16 autocast with float32 attention, the sampler's greedy tokens are those that
+    generate() picks with the same attention, and the forward's log-probs are close to sdpa's."""
+    model, tok = tiny
+    model = copy.deepcopy(model).eval()
+    ids, am, mask = _batch(model, tok)
+    with torch.no_grad():
+        bf16_sdpa, _ = LP.token_logprobs(model, ids, am, mask.shape[1], autocast=True)
+        assert fp32_attention(model) and model.config._attn_implementation == FP32_SDPA
+        bf16_fp32attn, _ = LP.token_logprobs(model, ids, am, mask.shape[1], autocast=True)
+    assert torch.allclose(bf16_sdpa[mask], bf16_fp32attn[mask], atol=0.05)
+    fast, slow = _engine(model, tok), _engine(model, tok)
+    fast.autocast = slow.autocast = True
+    slow.fast = False
+    assert torch.equal(fast.generate(PROMPTS, greedy=True).completion_ids,
+                       slow.generate(PROMPTS, greedy=True).completion_ids)
