@@ -97,28 +97,33 @@ def rlx_trainer(overrides: list[str], run_dir: str | None = None):
     return trainer
 
 
-def rlx_step(trainer) -> float:
-    """One rlx training step; returns its wall time (the trainer's own perf/step_s)."""
+def rlx_step(trainer) -> tuple[float, float]:
+    """One rlx training step; returns (wall s, process CPU s). Wall is the trainer's own perf/step_s."""
+    import time
+
     trainer.step += 1
-    return float(trainer.train_step()["perf/step_s"])
+    c0 = time.process_time()
+    wall = float(trainer.train_step()["perf/step_s"])
+    return wall, time.process_time() - c0
 
 
 def trl_step_timer(after_step=None):
-    """A TRL callback timing each optimizer step (on_step_begin → on_step_end; TRL generates inside it),
-    then calling ``after_step()`` outside the timed window (to interleave rlx steps)."""
+    """A TRL callback timing each optimizer step (on_step_begin → on_step_end; TRL generates inside it) in
+    wall and process CPU seconds, then calling ``after_step()`` outside the timed window (to interleave rlx)."""
     import time
 
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
         def __init__(self):
-            self.times, self._t0 = [], None
+            self.times, self.cpu, self._t0 = [], [], None
 
         def on_step_begin(self, args, state, control, **kw):
-            self._t0 = time.perf_counter()
+            self._t0 = (time.perf_counter(), time.process_time())
 
         def on_step_end(self, args, state, control, **kw):
-            self.times.append(time.perf_counter() - self._t0)
+            self.times.append(time.perf_counter() - self._t0[0])
+            self.cpu.append(time.process_time() - self._t0[1])
             if after_step is not None:
                 after_step()
 

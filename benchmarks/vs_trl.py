@@ -12,7 +12,9 @@ the two alternate step by step. TRL is run in these variants:
     (rlx's ``hardware.autocast`` default: fp32 at 1M, bf16 autocast at 30M; TRL ``bf16`` set to match);
   - ``trl_matched``: gradient checkpointing off (rlx has it off), same dtype;
   - ``trl_default_bf16`` (1M only, informational): TRL's out-of-the-box bf16=True while rlx is fp32.
-Medians drop the first ``--warmup`` steps of each. Prints a table and a final JSON line.
+Medians drop the first ``--warmup`` steps of each. Each step is timed in wall seconds and in process CPU
+seconds (one thread: the work done, less sensitive to other processes on a shared machine). Prints a
+table and a final JSON line.
 """
 
 from __future__ import annotations
@@ -128,13 +130,15 @@ def run_workload(name: str, a) -> list[dict]:
         quiet(trainer)
         t0 = time.perf_counter()
         trainer.train()
-        r, t = median(rlx_times, a.warmup), median(timer.times, a.warmup)
+        r, t = median([x[0] for x in rlx_times], a.warmup), median(timer.times, a.warmup)
+        rc, tc = median([x[1] for x in rlx_times], a.warmup), median(timer.cpu, a.warmup)
         rows.append({"workload": name, "algo": algo, "params": n_params(path), "batch": f"{B}x{G}",
                      "max_new_tokens": L, "beta": beta, "dtype": "bf16 autocast" if autocast else "fp32",
                      "trl": vname, "trl_bf16": kw["bf16"], "trl_gc": kw["gradient_checkpointing"],
-                     "rlx_s": r, "trl_s": t, "ratio": r / t, "n": len(timer.times) - a.warmup,
-                     "wall_s": time.perf_counter() - t0})
-        print(f"{name:14s} {vname:17s} rlx {r:7.3f} s  TRL {t:7.3f} s  rlx/TRL {r / t:5.2f}", flush=True)
+                     "rlx_s": r, "trl_s": t, "ratio": r / t, "rlx_cpu_s": rc, "trl_cpu_s": tc, "cpu_ratio": rc / tc,
+                     "n": len(timer.times) - a.warmup, "wall_s": time.perf_counter() - t0})
+        print(f"{name:14s} {vname:17s} rlx {r:7.3f} s  TRL {t:7.3f} s  rlx/TRL {r / t:5.2f}   "
+              f"(CPU s: rlx {rc:.3f}  TRL {tc:.3f}  rlx/TRL {rc / tc:.2f})", flush=True)
         del trainer
     return rows
 
@@ -156,12 +160,13 @@ def main():
     rows = []
     for name in a.workloads.split(","):
         rows += run_workload(name, a)
-    print("\n| workload | params | batch | L | beta | dtype | TRL variant | rlx s/step | TRL s/step | rlx/TRL |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| workload | params | batch | L | beta | dtype | TRL variant | rlx s/step | TRL s/step | rlx/TRL "
+          "| rlx/TRL (CPU s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         trl = f"{r['trl']} (gc {'on' if r['trl_gc'] else 'off'}, {'bf16' if r['trl_bf16'] else 'fp32'})"
         print(f"| {r['workload']} | {r['params'] / 1e6:.2f}M | {r['batch']} | {r['max_new_tokens']} | {r['beta']} | "
-              f"{r['dtype']} | {trl} | {r['rlx_s']:.3f} | {r['trl_s']:.3f} | **{r['ratio']:.2f}** |")
+              f"{r['dtype']} | {trl} | {r['rlx_s']:.3f} | {r['trl_s']:.3f} | **{r['ratio']:.2f}** | {r['cpu_ratio']:.2f} |")
     emit({"benchmark": "vs_trl", "machine": machine(), "threads": a.threads, "rows": rows})
 
 

@@ -46,7 +46,8 @@ def main() -> None:
         except NonFiniteError as e:
             print(f"rlx: error: {e}", file=sys.stderr)
             sys.exit(3)
-        return summary.get("final", {}).get(f"eval/{cfg.data.name}/accuracy")
+        # data=arithmetic_pref logs its generation accuracy under data.eval_name (docs/offline.md)
+        return summary.get("final", {}).get(f"eval/{cfg.data.get('eval_name', cfg.data.name)}/accuracy")
 
     app()
     from rlx import sweep

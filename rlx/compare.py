@@ -195,7 +195,10 @@ def smooth(values: list, window: int) -> list:
 
 
 def aggregate(runs: list[Run], key: str, window: int = 1) -> dict:
-    """Per step: mean, mean - std, mean + std and n over the runs that logged ``key`` (std with n - 1)."""
+    """Per step: mean, mean - std, mean + std and n over the runs that logged ``key`` (std with n - 1).
+    ``window`` smooths each run first; evaluations (``eval/*``, sparse, each already a mean over a
+    held-out set) are never smoothed."""
+    window = 1 if key.startswith("eval/") else window
     per_step: dict[int, list] = {}
     for r in runs:
         steps, vals = r.series(key)

@@ -42,10 +42,9 @@ def compose(overrides=(), config_name: str = "config", config_dir: str | None = 
 def _compose_raw(overrides, config_name="config", config_dir=None, hydra=False) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
-
-    from hydra.core.global_hydra import GlobalHydra
 
     primary = str(Path(config_dir).resolve()) if config_dir else str(CONF_DIR)
     extra = [] if not config_dir else [f"hydra.searchpath=[file://{CONF_DIR}]"]

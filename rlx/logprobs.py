@@ -15,6 +15,8 @@ float32 log-softmax of the whole vocabulary.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from rlx.ops import logprobs_from_logits, position_ids_from_mask
@@ -47,18 +49,36 @@ def _sharded(model) -> bool:
     return isinstance(model, FSDPModule)
 
 
+# Sharing runs two forward calls; it pays when (prompt tokens saved) x (parameters) exceeds this. Measured on
+# the 1M model (docs/performance.md): a call costs about as much as 50-100 tokens, i.e. 5e7-1e8 token-params.
+SHARE_MIN_TOKEN_PARAMS = 1e8
+_PARAMS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _n_params(model) -> int:
+    if model not in _PARAMS:
+        _PARAMS[model] = sum(p.numel() for p in model.parameters())
+    return _PARAMS[model]
+
+
 def _shared_prompts(model, ids, am, P: int):
     """(unique-prompt index of each row, unique prompt rows) when prompts repeat and the model can take a cache."""
     if P == 0 or ids.shape[0] < 2 or _checkpointing(model) or _sharded(model):
         return None
     if getattr(model, "config", None) is None or cache_kwarg(model) is None:
         return None
+    n = ids.shape[0]
     key = torch.cat([ids[:, :P], am[:, :P]], 1)
-    uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
-    if uniq.shape[0] * 2 > ids.shape[0]:   # little to share: one plain forward is cheaper than two
+    # rows -> one random projection each (a 1-D unique is far cheaper than unique(dim=0)); checked exactly below
+    proj = torch.randn(key.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    uniq, inverse = torch.unique(key.double() @ proj.to(key.device), return_inverse=True)
+    # two forward calls instead of one pay off once the prompt tokens saved outweigh a call's fixed cost
+    if (n - uniq.shape[0]) * P * _n_params(model) < SHARE_MIN_TOKEN_PARAMS:
         return None
-    first = torch.full((uniq.shape[0],), ids.shape[0], dtype=torch.long, device=ids.device)
-    first = first.scatter_reduce(0, inverse, torch.arange(ids.shape[0], device=ids.device), "amin")
+    first = torch.full((uniq.shape[0],), n, dtype=torch.long, device=ids.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(n, device=ids.device), "amin")
+    if not torch.equal(key, key[first][inverse]):   # a projection collision (never seen): no sharing
+        return None
     return inverse, first
 
 

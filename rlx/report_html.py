@@ -149,10 +149,10 @@ SCRIPT = r"""
     var a = Math.abs(v);
     return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(2) : +v.toPrecision(4) + "";
   }
+  function win(key) { return key.indexOf("eval/") === 0 ? 1 : state.smooth; }  // evaluations: never smoothed
   function series(key, g) {
-    var c = D.curves[key][g];
-    return {steps: c.steps, mean: smooth(c.mean, state.smooth), lo: smooth(c.lo, state.smooth),
-            hi: smooth(c.hi, state.smooth), n: c.n};
+    var c = D.curves[key][g], w = win(key);
+    return {steps: c.steps, mean: smooth(c.mean, w), lo: smooth(c.lo, w), hi: smooth(c.hi, w), n: c.n};
   }
   function path(xs, ys, sx, sy) {
     var d = "", pen = false;
@@ -178,7 +178,7 @@ SCRIPT = r"""
       var s = data[g] = series(p.key, g);
       extend(s.steps, s.mean);
       if (state.band) { extend(s.steps, s.lo); extend(s.steps, s.hi); }
-      if (state.runs) (D.runs[p.key][g] || []).forEach(function (r) { extend(r.steps, smooth(r.values, state.smooth)); });
+      if (state.runs) (D.runs[p.key][g] || []).forEach(function (r) { extend(r.steps, smooth(r.values, win(p.key))); });
     });
     box.querySelector("svg") && box.removeChild(box.querySelector("svg"));
     var svg = el("svg", {viewBox: "0 0 " + W + " " + H, "class": "chart"}, box);
@@ -213,7 +213,7 @@ SCRIPT = r"""
         if (up) el("path", {d: up + down + "Z", fill: c, "fill-opacity": 0.15, stroke: "none"}, svg);
       }
       if (state.runs) (D.runs[p.key][g] || []).forEach(function (r) {
-        el("path", {d: path(r.steps, smooth(r.values, state.smooth), sx, sy), fill: "none", stroke: c,
+        el("path", {d: path(r.steps, smooth(r.values, win(p.key)), sx, sy), fill: "none", stroke: c,
                     "stroke-width": 0.7, "stroke-opacity": 0.5}, svg);
       });
       el("path", {d: path(s.steps, s.mean, sx, sy), fill: "none", stroke: c, "stroke-width": 1.8}, svg);

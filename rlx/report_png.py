@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Okabe-Ito then tab20: distinguishable for colour-blind readers first; the HTML uses the same order.
-COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442",
-          "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-          "#bcbd22", "#17becf", "#aec7e8", "#ffbb78"]
+# Okabe-Ito, then Paul Tol's muted scheme, then tab10: 16 distinguishable colours before any repeats
+# (colour-blind-safe first); the HTML uses the same order.
+COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#332288",
+          "#117733", "#882255", "#44AA99", "#999933", "#AA4499", "#88CCEE", "#CC6677", "#DDCC77",
+          "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
 def write_png(path: Path, panels, curves: dict, labels: list, title: str) -> None:

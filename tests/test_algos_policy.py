@@ -10,13 +10,14 @@ from conftest import FAST, read_metrics, run_cli
 import rlx
 from rlx.algos.cispo import cispo_loss
 from rlx.algos.common import clipped_surrogate, entropy_bonus
-from rlx.algos.dapo import dapo_loss, dynamic_sampling_keep, overlong_penalty
+from rlx.algos.dapo import dapo_loss, dynamic_sampling_keep
 from rlx.algos.dr_grpo import dr_grpo_advantages, dr_grpo_loss
 from rlx.algos.gmpo import gmpo_loss
 from rlx.algos.grpo import grpo_advantages, grpo_loss
 from rlx.algos.gspo import gspo_loss
 from rlx.algos.gspo_token import gspo_token_loss
 from rlx.ops import kl_penalty
+from rlx.rewards.length import soft_overlong_punishment as overlong_penalty
 
 
 def _leaf(x):
@@ -333,7 +334,7 @@ def test_concat_batches_keeps_log_probs(tiny):
 
 
 def test_dapo_cli_logs_its_extras(tmp_path):
-    run_cli(["algo=dapo", "trainer.steps=2", "data.prompts_per_step=4", *FAST], run_dir=tmp_path)
+    run_cli(["algo=dapo", "trainer.steps=2", "data.prompts_per_step=2", *FAST], run_dir=tmp_path)
     row = read_metrics(tmp_path)[1]
     assert 1 <= row["dapo/gen_rounds"] <= 3 and 0 <= row["dapo/batch_fill"] <= 1
     for key in ("dapo/overlong_penalty", "groups/kept_frac", "groups/frac_zero_std", "reward/mean", "perf/gen_s"):

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, read_metrics, run_cli
 
 ARGS = ["trainer.steps=5", "data.prompts_per_step=4", "trainer.progress=false", "trainer.eval_every=0",

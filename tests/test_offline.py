@@ -207,6 +207,8 @@ def test_gradient_does_not_depend_on_micro_batch(tmp_path):
         tr.optim.zero_grad(set_to_none=True)
     assert grads[0].abs().sum() > 0
     torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+    # KTO's KL pairs: every prompt with a response of another record (ids differ), one per row
+    assert len(kl_index) == len(index) == 6 * 3 and all(key[2] != key[3] for key in kl.keys)
 
 
 def test_dpo_matches_trl_dpo_trainer(tmp_path):

@@ -89,7 +89,11 @@ def test_shared_prompt_forward_equals_plain_forward(tiny, monkeypatch):
     model = copy.deepcopy(model).train()
     ids, am, mask = _batch(model, tok)
     T = mask.shape[1]
-    assert LP._shared_prompts(model, *LP._trim(ids, am, T)[:2], ids.shape[1] - T) is not None   # 4 prompts, 16 rows
+    trimmed, P = LP._trim(ids, am, T)[:2], ids.shape[1] - T
+    # 16 rows, 4 prompts of <= 6 tokens: 12 x 6 x 1.0e6 = 7e7 token-params saved, under the 1e8 break-even
+    assert LP._shared_prompts(model, *trimmed, P) is None
+    monkeypatch.setattr(LP, "SHARE_MIN_TOKEN_PARAMS", 0)
+    assert LP._shared_prompts(model, *trimmed, P) is not None
     w = torch.randn(mask.shape)
 
     def run():

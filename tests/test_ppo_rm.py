@@ -306,8 +306,10 @@ def test_pipeline_composes_and_runs(tmp_path):
     assert f"path: {tmp_path / 'sft' / 'model'}" in ppo_cfg and f"path: {tmp_path / 'rm'}" in ppo_cfg
     for name in ("sft", "ppo"):
         row = summary["compare"][name]
-        assert {"rm/mean", "true_score/mean", "score/mean"} <= row.keys()
+        assert {"rm/mean", "true_score/mean", "correct/mean", "bare/mean", "score/mean"} <= row.keys()
         assert row["score/mean"] == row["true_score/mean"]
+        # the hidden rule is its two features: true = correct − 0.5·(1 − bare), per answer and so in the mean
+        assert row["true_score/mean"] == pytest.approx(row["correct/mean"] - 0.5 * (1 - row["bare/mean"]))
     assert json.loads((tmp_path / "summary.json").read_text())["compare"].keys() == {"sft", "ppo"}
 
 

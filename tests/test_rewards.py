@@ -171,6 +171,21 @@ def test_repetition_penalty_hand_example():
     assert rep(None, ["a b c a b c", "a b c d", "a b"]) == [-0.25, 0.0, 0.0]
 
 
+def test_reasoning_composite_weighs_and_reports_each_term():
+    cfg = rlx.compose(["reward=reasoning", "rollout.max_new_tokens=128"])   # L_max 128, L_cache 64
+    reward = rlx.build("reward", cfg.reward)
+    good = r"<think>half of one</think><answer>$\frac{1}{2}$</answer>"
+    rambling = "so so so so so so the answer is 0.5"
+    out = reward.score(["q", "q"], [good, rambling], answer=["0.5", "0.5"], completion_ids=[[1] * 20, [1] * 96])
+    # good: correct 1, format 1, length 0 (20 <= 64), repetition 0 -> 1 + 0.1 = 1.1
+    # rambling: correct 1, format 0, length (64 - 96) / 64 = -0.5; 10 words -> 8 word 3-grams, 5 distinct
+    #           ("so so so" x4, "so so the", "so the answer", "the answer is", "answer is 0.5")
+    #           -> repetition -1 * (1 - 5/8) = -0.375 -> 1 - 0.5 + 0.1 * (-0.375) = 0.4625
+    assert out["terms"]["correct"] == [1.0, 1.0] and out["terms"]["format"] == [1.0, 0.0]
+    assert out["terms"]["length"] == [0.0, -0.5]
+    assert out["total"][0] == pytest.approx(1.1) and out["total"][1] == pytest.approx(0.4625)
+
+
 # ---------------------------------------------------------------- user functions by import path
 USER_REWARD = '''
 def score(prompts, completions, answer, completion_ids, **fields):

@@ -4,10 +4,10 @@ import copy
 
 import pytest
 import torch
+from conftest import FAST, read_metrics, run_cli
 from omegaconf import OmegaConf
 
 import rlx
-from conftest import FAST, read_metrics, run_cli
 from rlx.config import group_choices
 from rlx.models import make_reference, prepare
 from rlx.models.memory import MemoryPlanError, check, estimate
@@ -29,7 +29,7 @@ def test_lora_reference_is_the_base_model(tiny):
     assert 0 < counts["model/trainable_params"] < counts["model/params"] / 10
     # move the adapter away from its zero init so the policy differs from the base model
     with torch.no_grad():
-        for n, p in policy.named_parameters():
+        for p in policy.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))
     ref = make_reference(policy)

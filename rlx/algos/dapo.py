@@ -13,8 +13,9 @@ Its four parts, each switchable off by one key:
      the total shaped reward, the quantity whose spread makes the advantage non-zero (algorithms.md §8.4).
   3. Token-level policy-gradient loss (§3.3): every token of the batch weighs 1/Σ|o_i|
      (``token_mean``) — off: ``loss_agg_mode=seq_mean_token_mean`` (GRPO's per-sample mean).
-  4. Soft overlong punishment (§3.4, eq. 13), added to the task reward (``overlong_penalty``) —
-     off: ``overlong_shaping=false``.
+  4. Soft overlong punishment (§3.4, eq. 13) of the response length |y| (EOS included), added to the
+     task reward (``rlx.rewards.length.soft_overlong_punishment`` with L_max = rollout.max_new_tokens,
+     L_cache = ``overlong_buffer_len``) — off: ``overlong_shaping=false``.
 No KL term (§2.3): β = 0 and no reference model.
 """
 
@@ -26,21 +27,7 @@ from rlx.algos.base import Algorithm
 from rlx.algos.common import shared_options
 from rlx.algos.grpo import grpo_advantages, grpo_loss
 from rlx.registry import ALGOS
-
-
-def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer_len: int, penalty_factor: float = 1.0):
-    """Soft overlong punishment R_length(y) [N] (DAPO eq. 13) for response lengths |y| [N]:
-
-        0                                   |y| ≤ L_max − L_cache
-        ((L_max − L_cache) − |y|) / L_cache  L_max − L_cache < |y| ≤ L_max
-        −1                                  |y| > L_max
-
-    times ``penalty_factor``; L_max = ``max_len``, L_cache = ``buffer_len``. Paper values L_max = 20480,
-    L_cache = 4096: |y| = 16384 → 0, 18432 → −0.5, 20480 → −1 (algorithms.md §8.9).
-    """
-    expected = max_len - buffer_len
-    r = ((expected - lengths.to(torch.float32)) / buffer_len).clamp(min=-1.0, max=0.0)
-    return penalty_factor * r
+from rlx.rewards.length import soft_overlong_punishment
 
 
 def dynamic_sampling_keep(rewards: torch.Tensor) -> torch.Tensor:
@@ -68,8 +55,8 @@ class DAPO(Algorithm):
     def shape_rewards(self, rewards, response_mask, max_new_tokens):
         if not self.cfg.overlong_shaping:
             return rewards, {}
-        pen = overlong_penalty(response_mask.sum(-1).cpu(), max_new_tokens, self.cfg.overlong_buffer_len,
-                               self.cfg.overlong_penalty_factor)
+        pen = soft_overlong_punishment(response_mask.sum(-1).cpu(), max_new_tokens, self.cfg.overlong_buffer_len,
+                                       self.cfg.overlong_penalty_factor)
         return rewards + pen, {"dapo/overlong_penalty": pen.mean().item(),
                                "dapo/overlong_frac": (pen < 0).float().mean().item()}
 

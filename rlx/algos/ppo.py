@@ -31,7 +31,8 @@ from rlx.registry import ALGOS
 
 
 def gae(token_rewards, values, response_mask, *, gamma: float, lam):
-    """(advantages, returns) [N, T]: GAE back to front; ``lam`` a float or a per-row tensor [N].
+    """(advantages, returns) [N, T]: GAE back to front, vectorised over the batch (one step per token);
+    ``lam`` a float or a per-row tensor [N] (VAPO's length-adaptive λ).
 
     Invalid (masked) positions are skipped: they carry the next valid state's value and advantage
     through, get advantage 0 themselves, and V after the last valid token is 0 (terminal).

@@ -58,6 +58,8 @@ class Trainer:
         self.model.to(self.device).train()
         self.autocast = perf.prepare(self.model, hw.get("autocast"), self.device, log=self.console.print)
         self.ref = make_reference(self.model) if self.algo.needs_ref else None
+        if self.ref is not None and self.autocast:
+            perf.bf16_linear_reference(self.ref, self.model)
         self.model = self.dist.wrap(self.model)
         self.engine = ENGINES.get(cfg.rollout.engine)(cfg.rollout, self.model, self.tok, device=self.device,
                                                       autocast=self.autocast)

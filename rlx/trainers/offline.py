@@ -31,6 +31,7 @@ import time
 
 import torch
 
+from rlx import perf
 from rlx.algos.preference import PrefBatch, ordered_pairs, pref_metrics
 from rlx.data.preference import tokenize_example
 from rlx.ops import masked_sum
@@ -111,8 +112,7 @@ class OfflineTrainer(Trainer):
         main, index, kl, kl_index = self.sequences("train", records, rows)                 # 3
         ref, ref_kl = self.reference(main), self.reference(kl) if kl_index is not None else None   # 4
         batch, loss, metrics = self.update(main, index, records, rows, ref, ref_kl, kl, kl_index)   # 5
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable_parameters(),
-                                                         self.cfg.trainer.grad_clip or math.inf))  # 6
+        grad_norm = perf.clip_grad_norm(self.trainable_parameters(), self.cfg.trainer.grad_clip or math.inf)  # 6
         if self.guard(loss=loss, grad_norm=grad_norm):
             self.optim.step()
         self.optim.zero_grad(set_to_none=True)
@@ -137,11 +137,15 @@ class OfflineTrainer(Trainer):
         index = torch.tensor([[main.add((split, ids[r], c), toks[r][0], toks[r][1][c]) for c in cols]
                               for r, cols, _ in rows])
         kl, kl_index = Sequences(), None
-        if mismatched and self.algo.needs_mismatched and len(rows) > 1:
-            # prompt of row b with the first response of row b-1 (TRL's KTOTrainer shifts completions likewise)
-            kl_index = torch.tensor([kl.add((split, "kl", ids[r], ids[rows[b - 1][0]], rows[b - 1][1][0]), toks[r][0],
-                                            toks[rows[b - 1][0]][1][rows[b - 1][1][0]])
-                                     for b, (r, _, _) in enumerate(rows)])
+        if mismatched and self.algo.needs_mismatched and len(records) > 1:
+            # each row's prompt with the first response of the previous record's first row: another prompt's
+            # response (TRL's KTOTrainer shifts completions by one example likewise)
+            first = {}
+            for r, cols, _ in rows:
+                first.setdefault(r, cols[0])
+            partner = {r: (r - 1) % len(records) for r in first}
+            kl_index = torch.tensor([kl.add((split, "kl", ids[r], ids[partner[r]], first[partner[r]]), toks[r][0],
+                                            toks[partner[r]][1][first[partner[r]]]) for r, _, _ in rows])
         return main, index, kl, kl_index
 
     def make_batch(self, logps, n_tokens, index, records, rows, ref=None, kl=None, ref_kl=None, kl_index=None):
