@@ -1,0 +1,118 @@
+"""Training time to a target held-out accuracy: rlx GRPO against TRL GRPO, same hyper-parameters, 3 seeds.
+
+    python benchmarks/time_to_accuracy.py                           # target 0.40, seeds 0 1 2
+    python benchmarks/time_to_accuracy.py --target 0.5 --seeds 0 --max-steps 400
+
+Both start from the embedded 1M model (SFT warm start) and run rlx's default GRPO recipe: 32 prompts x 8
+samples, 4 new tokens, beta 0.04 (k3), token-mean loss, group-std advantages (eps 1e-4), clip 0.2, AdamW
+lr 1e-4 betas (0.9, 0.99), grad clip 1.0, constant schedule, temperature 1 / top-k 0 / top-p 1, the
+correctness + 0.1 x format reward, fp32. TRL: ``GRPOTrainer`` with exactly these settings (its
+``loss_type="dapo"`` is the token mean) and its other defaults. The two run in one process, one step
+each in turn (a TRL callback runs the rlx step), and every ``--eval-every`` steps both models are
+scored by the same code: greedy decoding of the 500 held-out problems, exact match. The time to
+target is the sum of a framework's own step times up to the first evaluation at or above the target
+(evaluations are not counted). Prints a table and a final JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from _common import emit, machine, model_dir, quiet, rlx_step, rlx_trainer, setup, trl_step_timer
+
+
+def accuracy(model, tok, records) -> float:
+    """Greedy exact-match accuracy with rlx's engine and reward function (the same code for both)."""
+    from omegaconf import OmegaConf
+
+    from rlx.rewards.arithmetic import build_arithmetic_correct
+    from rlx.rollout.hf import HFEngine
+
+    eng = HFEngine(model, tok, OmegaConf.create({"max_new_tokens": 4, "temperature": 1.0, "top_k": 0, "top_p": 1.0}))
+    out = eng.generate([r["prompt"] for r in records], greedy=True)
+    correct = build_arithmetic_correct()([r["prompt"] for r in records], out.texts, [r["answer"] for r in records])
+    return sum(correct) / len(correct)
+
+
+def run_seed(seed: int, a) -> dict:
+    from vs_trl import trl_grpo
+
+    path = model_dir("1m")
+    rlx = rlx_trainer([f"seed={seed}", "trainer.steps=100000", f"hardware.num_threads={a.threads}"])
+    records = rlx.data.eval_set()
+    state = {"rlx": [0.0, 0.0, None, None], "trl": [0.0, 0.0, None, None]}   # wall, cpu, step reached, acc
+    curve = []
+
+    def after_trl_step():
+        step = len(timer.times)
+        state["trl"][0] += timer.times[-1]
+        state["trl"][1] += timer.cpu[-1]
+        if state["rlx"][2] is None:
+            wall, cpu = rlx_step(rlx)
+            state["rlx"][0] += wall
+            state["rlx"][1] += cpu
+        if step % a.eval_every:
+            return
+        accs = {"step": step}
+        for name, model in (("rlx", rlx.model), ("trl", trainer.model)):
+            if state[name][2] is None:
+                accs[name] = accuracy(model, rlx.tok, records)
+                if accs[name] >= a.target:
+                    state[name][2:] = [step, accs[name]]
+        curve.append(accs)
+        print(f"seed {seed} step {step}: " + "  ".join(f"{k} {v:.3f}" for k, v in accs.items() if k != "step")
+              + f"   (rlx {state['rlx'][0]:.0f} s, TRL {state['trl'][0]:.0f} s)", flush=True)
+        if state["rlx"][2] is not None and state["trl"][2] is not None:
+            trainer.control.should_training_stop = True
+
+    timer = trl_step_timer(after_step=after_trl_step)
+    trainer = trl_grpo(path, 32, 8, 4, 0.04, a.max_steps, timer, seed=seed, bf16=False)
+    quiet(trainer)
+    start = accuracy(trainer.model, rlx.tok, records)
+    trainer.train()
+    out = {"seed": seed, "start_acc": start, "curve": curve}
+    for name in ("rlx", "trl"):
+        wall, cpu, step, acc = state[name]
+        out[name] = {"step": step, "acc": acc, "wall_s": wall if step else None, "cpu_s": cpu if step else None}
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", type=float, default=0.40)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--max-steps", type=int, default=300)
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    setup(a.threads)
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    t0 = time.perf_counter()
+    runs = [run_seed(s, a) for s in a.seeds]
+    print(f"\ntarget held-out accuracy {a.target} (start {runs[0]['start_acc']:.3f}); time = the framework's own "
+          "step time up to the first evaluation at or above the target\n")
+    print("| seed | rlx steps | rlx s (wall) | rlx s (CPU) | TRL steps | TRL s (wall) | TRL s (CPU) | rlx/TRL (wall) |")
+    print("|---|---|---|---|---|---|---|---|")
+    ratios = []
+    for r in runs:
+        x, y = r["rlx"], r["trl"]
+        ok = x["step"] and y["step"]
+        ratio = x["wall_s"] / y["wall_s"] if ok else None
+        ratios += [ratio] if ok else []
+        fmt = (lambda v: f"{v:.1f}" if v is not None else "not reached")   # noqa: E731
+        print(f"| {r['seed']} | {x['step'] or '-'} | {fmt(x['wall_s'])} | {fmt(x['cpu_s'])} | {y['step'] or '-'} | "
+              f"{fmt(y['wall_s'])} | {fmt(y['cpu_s'])} | {fmt(ratio)} |")
+    emit({"benchmark": "time_to_accuracy", "machine": machine(), "target": a.target, "threads": a.threads,
+          "median_ratio": statistics.median(ratios) if ratios else None, "runs": runs,
+          "total_s": time.perf_counter() - t0})
+
+
+if __name__ == "__main__":
+    main()
