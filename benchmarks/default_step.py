@@ -62,7 +62,7 @@ def main():
             print(f"round {i} {name}: median step {median(steps, 3):.3f} s, {cpu:.3f} CPU s/step (whole process)",
                   flush=True)
     fig = {k: {"step_s": median(v[0]), "cpu_s_per_step": median(v[1])} for k, v in res.items()}
-    print(f"\n| tree | median perf/step_s | CPU s / step (process) |\n|---|---|---|")
+    print("\n| tree | median perf/step_s | CPU s / step (process) |\n|---|---|---|")
     for k, label in (("before", f"before ({a.before})"), ("after", "after (working tree)")):
         print(f"| {label} | {fig[k]['step_s']:.3f} | {fig[k]['cpu_s_per_step']:.3f} |")
     print(f"after / before: {fig['after']['step_s'] / fig['before']['step_s']:.2f} (step time)")
