@@ -161,3 +161,34 @@ def test_fp32_attention_sampling_matches_its_training_forward(tiny):
     slow.fast = False
     assert torch.equal(fast.generate(PROMPTS, greedy=True).completion_ids,
                        slow.generate(PROMPTS, greedy=True).completion_ids)
+
+
+def test_bf16_linear_reference_is_exact_under_autocast(tiny):
+    """Autocast casts float32 weights to bf16 at each call; storing them in bf16 once gives the same numbers."""
+    from rlx.models import make_reference
+    from rlx.perf import bf16_linear_reference
+
+    model, tok = tiny
+    policy = copy.deepcopy(model)
+    ref = make_reference(policy)
+    ids, am, mask = _batch(model, tok)
+    with torch.no_grad():
+        want, _ = LP.token_logprobs(ref, ids, am, mask.shape[1], autocast=True)
+        assert bf16_linear_reference(ref, policy) == 4 * 7 + 1   # 7 projections per layer and the (untied) head
+        got, _ = LP.token_logprobs(ref, ids, am, mask.shape[1], autocast=True)
+    assert ref.lm_head.weight.dtype == torch.bfloat16 and ref.get_input_embeddings().weight.dtype == torch.float32
+    assert torch.equal(got, want)
+    assert bf16_linear_reference(policy, policy) == 0   # trainable weights are never touched
+
+
+def test_clip_grad_norm_equals_torch():
+    from rlx.perf import clip_grad_norm
+
+    for scale in (0.01, 10.0):   # within the limit (no multiply) and above it (scaled to norm 1)
+        a = [torch.nn.Parameter(torch.zeros(3)) for _ in range(2)]
+        b = [torch.nn.Parameter(torch.zeros(3)) for _ in range(2)]
+        for i, (x, y) in enumerate(zip(a, b)):
+            x.grad = torch.arange(3.0) * scale * (i + 1)
+            y.grad = x.grad.clone()
+        assert clip_grad_norm(a, 1.0) == pytest.approx(float(torch.nn.utils.clip_grad_norm_(b, 1.0)))
+        assert all(torch.equal(x.grad, y.grad) for x, y in zip(a, b))
