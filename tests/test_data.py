@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST, read_metrics, run_cli
-from omegaconf import OmegaConf
 
 import rlx
 from rlx.data.preference import BadRowError
@@ -125,15 +124,25 @@ def test_eval_pass_and_maj_at_k(tmp_path):
 
 
 @needs_gsm8k
-def test_gsm8k_run_logs_eval_accuracy_and_fits_the_context(tmp_path):
-    # Done-when 5 with small sizes: data=gsm8k reward=gsm8k from the local folder, tiny model.
+def test_gsm8k_run_logs_eval_accuracy(tmp_path):
+    # Done-when 5 with small sizes: data=gsm8k reward=gsm8k from the local folder, tiny model, prompts cut
+    # from the left to fit its 128 positions (96 + 16 new tokens).
     proc = run_cli(["data=gsm8k", "reward=gsm8k", f"data.path={GSM8K}", "trainer.steps=2", "data.eval_size=8",
-                    "data.prompts_per_step=2", "algo.group_size=2", "rollout.max_new_tokens=16", *FAST],
-                   run_dir=tmp_path)
+                    "data.prompts_per_step=2", "algo.group_size=2", "rollout.max_new_tokens=16",
+                    "data.max_prompt_tokens=96", *FAST], run_dir=tmp_path)
     rows = read_metrics(tmp_path)
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert "eval/gsm8k/accuracy" in rows[0] and "eval/gsm8k/accuracy" in rows[-1]
     assert "reward/correct/mean" in rows[1] and rows[1]["reward/failures"] == 0
-    assert "max_position_embeddings=128" in proc.stderr                 # prompts longer than the tiny context: said
-    cfg = OmegaConf.load(tmp_path / "config.yaml")
-    assert cfg.data.max_prompt_tokens == 512 and cfg.data.long_prompts == "truncate"
+    assert "prompts cut to 96 tokens" in proc.stderr and "max_position_embeddings" not in proc.stderr
+
+
+def test_context_warning_names_the_keys(tmp_path, tiny):
+    from rlx.data.prompts import context_warning
+
+    path = _jsonl(tmp_path / "p.jsonl", [{"prompt": "1" * 100 + "+1=", "answer": "x"}] * 4)
+    data = _data(["data=jsonl", f"data.path={path}", "data.eval_size=0"])
+    data.prepare(tiny[1])
+    assert data.longest_prompt == 103 and context_warning(data, tiny[0], 25) is None       # 103 + 25 = 128
+    msg = context_warning(data, tiny[0], 26)                                                # 129 > 128
+    assert "max_position_embeddings=128" in msg and "data.max_prompt_tokens" in msg and "rollout.max_new_tokens" in msg

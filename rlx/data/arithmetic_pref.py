@@ -19,7 +19,8 @@ itself: the 1M-parameter model then plateaus near 0.6 held-out on those pairs (D
 so the default is ``random``, which a small model learns to rank in minutes.
 
 Splits: prompts come from ``ArithmeticTask`` (rlx/data/arithmetic.py). Training uses a fixed pool of
-``train_size`` training prompts, cycled in a per-epoch permutation, each with the same responses
+``train_size`` training prompts, cycled in a per-epoch permutation (``shuffle_seed``: the run's seed,
+so seeds differ in data order; the data set itself is fixed by ``seed``), each with the same responses
 every epoch (record ``id`` = pool index; the offline trainer caches reference log-probs by it). The
 held-out pairs (``pref_eval_set``) are built on the eval prompts, which training never sees, and
 ``eval_set`` returns those prompts with ``answer`` for greedy-generation accuracy.
@@ -78,7 +79,8 @@ class ArithmeticPref:
 
     def __init__(self, name: str = "arithmetic_pref", eval_name: str = "arithmetic", responses_per_prompt: int = 2,
                  train_size: int = 4096, pref_eval_size: int = 256, ops: str = "+", max_operand: int = 99,
-                 eval_size: int = 500, dev_size: int = 200, seed: int = 1234, wrong_answers: str = "random"):
+                 eval_size: int = 500, dev_size: int = 200, seed: int = 1234, wrong_answers: str = "random",
+                 shuffle_seed: int = 0):
         if not 2 <= responses_per_prompt <= len(LEVELS):
             raise ValueError(f"data.responses_per_prompt={responses_per_prompt}: must be in [2, {len(LEVELS)}] "
                              "(one response per score level of the hidden rule)")
@@ -87,6 +89,7 @@ class ArithmeticPref:
         if wrong_answers not in ("random", "near"):
             raise ValueError(f"data.wrong_answers={wrong_answers}: valid: random, near")
         self.name, self.config_name, self.seed, self.wrong = eval_name, name, seed, wrong_answers
+        self.shuffle_seed = shuffle_seed
         self.lo, self.hi = (-max_operand if "-" in ops else 0), 2 * max_operand
         self.k, self.train_size = responses_per_prompt, train_size
         self.task = ArithmeticTask(ops=ops, max_operand=max_operand, eval_size=eval_size, dev_size=dev_size,
@@ -118,7 +121,7 @@ class ArithmeticPref:
     def _order(self, epoch: int) -> list[int]:
         if epoch not in self._perm:
             order = list(range(self.train_size))
-            random.Random(f"{self.seed}-pref-epoch-{epoch}").shuffle(order)
+            random.Random(f"{self.seed}-{self.shuffle_seed}-pref-epoch-{epoch}").shuffle(order)
             self._perm = {epoch: order}   # one epoch at a time is enough for a cursor that only moves forward
         return self._perm[epoch]
 
@@ -147,4 +150,4 @@ def build_arithmetic_pref(cfg) -> ArithmeticPref:
     return ArithmeticPref(name=cfg.name, eval_name=cfg.eval_name, responses_per_prompt=cfg.responses_per_prompt,
                           train_size=cfg.train_size, pref_eval_size=cfg.pref_eval_size, ops=cfg.ops,
                           max_operand=cfg.max_operand, eval_size=cfg.eval_size, dev_size=cfg.dev_size,
-                          seed=cfg.seed, wrong_answers=cfg.wrong_answers)
+                          seed=cfg.seed, wrong_answers=cfg.wrong_answers, shuffle_seed=cfg.shuffle_seed)

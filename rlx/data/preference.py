@@ -203,20 +203,21 @@ def epoch_position(j: int, size: int, seed, cache: dict) -> int:
 class PreferenceData:
     """Rows from ``read_rows``, parsed; ``prepare(tok)`` tokenises and checks them (call it first).
 
-    ``train_batch(cursor, n)`` cycles the training rows (new permutation each epoch; record ``id`` = row
-    index, stable across epochs); ``pref_eval_set()`` is ``eval_size`` held-out paired rows.
+    ``train_batch(cursor, n)`` cycles the training rows (new permutation each epoch, from ``seed`` and
+    ``shuffle_seed``, the run's seed; record ``id`` = row index, stable across epochs); ``pref_eval_set()`` is ``eval_size`` held-out paired rows.
     """
 
     kind = "preference"
 
     def __init__(self, rows, name: str, eval_size: int = 0, seed: int = 0, bad_rows: str = "error",
                  long_prompts: str = "error", max_prompt_tokens: int = 0, max_response_tokens: int = 0,
-                 row_fn=parse_row):
+                 row_fn=parse_row, shuffle_seed: int = 0):
         for key, val, ok in (("bad_rows", bad_rows, ("error", "drop")),
                              ("long_prompts", long_prompts, ("error", "drop", "truncate"))):
             if val not in ok:
                 raise ValueError(f"data.{key}={val}: valid: {', '.join(ok)}")
         self.name, self.seed, self.bad_rows, self.long_prompts = name, seed, bad_rows, long_prompts
+        self.shuffle_seed = shuffle_seed
         self.limits = (max_prompt_tokens, max_response_tokens)
         self.dropped: Counter = Counter()
         self.n_rows = len(rows)
@@ -272,7 +273,8 @@ class PreferenceData:
         self.prepared = True
 
     def train_batch(self, cursor: int, n: int) -> list[dict]:
-        return [self.train[epoch_position(j, len(self.train), self.seed, self._perm)] for j in range(cursor, cursor + n)]
+        order_seed = f"{self.seed}-{self.shuffle_seed}"
+        return [self.train[epoch_position(j, len(self.train), order_seed, self._perm)] for j in range(cursor, cursor + n)]
 
     def pref_eval_set(self) -> list[dict]:
         return self.heldout
@@ -294,7 +296,8 @@ def build_from_cfg(cfg, row_fn=parse_row) -> PreferenceData:
         rows = rows[: cfg.max_rows]
     return PreferenceData(rows, name=cfg.name, eval_size=cfg.eval_size, seed=cfg.seed, bad_rows=cfg.bad_rows,
                           long_prompts=cfg.long_prompts, max_prompt_tokens=cfg.max_prompt_tokens,
-                          max_response_tokens=cfg.max_response_tokens, row_fn=row_fn)
+                          max_response_tokens=cfg.max_response_tokens, row_fn=row_fn,
+                          shuffle_seed=cfg.get("shuffle_seed", 0))
 
 
 @DATA.register("preference")
