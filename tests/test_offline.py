@@ -317,6 +317,20 @@ def test_trl_formats(tmp_path):
         tr.train_step()
 
 
+def test_dataset_id_that_cannot_load_names_the_key():
+    cfg = rlx.compose(["data=preference", "data.path=no-such-org/no-such-dataset"])
+    with pytest.raises(FileNotFoundError, match="data.path=no-such-org/no-such-dataset"):
+        rlx.build("data", cfg.data)
+
+
+def test_run_seed_sets_the_training_order_not_the_data():
+    def ids(seed):
+        data = rlx.build("data", rlx.compose(["algo=dpo", f"seed={seed}"]).data)
+        return [r["id"] for r in data.train_batch(0, 8)], data.train_example(5)["responses"]
+
+    assert ids(0) == ids(0) and ids(0)[0] != ids(1)[0] and ids(0)[1] == ids(1)[1]
+
+
 def test_algo_presets_pick_preference_data_unless_data_is_given():
     assert rlx.compose(["algo=dpo"]).data.name == "arithmetic_pref"
     assert rlx.compose(["algo=dpo", "data=hh_rlhf"]).data.name == "hh_rlhf"
