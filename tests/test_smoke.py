@@ -6,6 +6,7 @@ import json
 import pytest
 from conftest import FAST, read_metrics, run_cli
 
+import rlx
 from rlx.config import group_choices
 
 ONLINE_VOCAB = ["reward/mean", "reward/std", "score/mean", "response_length/mean", "response_length/max",
@@ -19,7 +20,10 @@ def test_two_steps(algo, tmp_path):
     run_cli([f"algo={algo}", "trainer.steps=2", "data.prompts_per_step=4", *FAST], run_dir=tmp_path)
     rows = read_metrics(tmp_path)
     assert [r["step"] for r in rows] == [0, 1, 2]
-    assert "eval/arithmetic/accuracy" in rows[0] and "eval/arithmetic/accuracy" in rows[-1]
+    # a reward model generates nothing: its held-out evaluation is pair accuracy (rlx/trainers/rm.py)
+    trainer = rlx.build("algo", rlx.compose([f"algo={algo}"]).algo).trainer
+    held_out = "rm/accuracy" if trainer == "rm" else "eval/arithmetic/accuracy"
+    assert held_out in rows[0] and held_out in rows[-1]
     for key in ("loss/total", "optim/lr", "perf/step_s"):
         assert key in rows[1], key
     summary = json.loads((tmp_path / "summary.json").read_text())
