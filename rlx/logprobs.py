@@ -33,13 +33,21 @@ def _trim(input_ids, attention_mask, T: int):
     return input_ids[:, first:end], attention_mask[:, first:end], t_keep
 
 
+_CHECKPOINTING: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def _checkpointing(model) -> bool:
-    """Activation checkpointing is on (it turns the cache off in training mode, so nothing can be shared)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # transformers renamed it
-        if hasattr(type(base), name):
-            return bool(getattr(base, name))
-    return False
+    """Activation checkpointing is on (it turns the cache off in training mode, so nothing can be shared).
+    Looked up once per model (transformers walks every module for it); rlx sets it when it builds the model."""
+    if model not in _CHECKPOINTING:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        on = False
+        for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # transformers renamed it
+            if hasattr(type(base), name):
+                on = bool(getattr(base, name))
+                break
+        _CHECKPOINTING[model] = on
+    return _CHECKPOINTING[model]
 
 
 def _sharded(model) -> bool:
@@ -63,11 +71,13 @@ def _n_params(model) -> int:
 
 def _shared_prompts(model, ids, am, P: int):
     """(unique-prompt index of each row, unique prompt rows) when prompts repeat and the model can take a cache."""
-    if P == 0 or ids.shape[0] < 2 or _checkpointing(model) or _sharded(model):
-        return None
-    if getattr(model, "config", None) is None or cache_kwarg(model) is None:
-        return None
     n = ids.shape[0]
+    if P == 0 or n < 2 or getattr(model, "config", None) is None or cache_kwarg(model) is None:
+        return None
+    if (n - 1) * P * _n_params(model) < SHARE_MIN_TOKEN_PARAMS:   # even one prompt for all rows would not pay
+        return None
+    if _checkpointing(model) or _sharded(model):
+        return None
     key = torch.cat([ids[:, :P], am[:, :P]], 1)
     # rows -> one random projection each (a 1-D unique is far cheaper than unique(dim=0)); checked exactly below
     proj = torch.randn(key.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)

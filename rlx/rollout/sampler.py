@@ -17,6 +17,7 @@ distribution against the model's probabilities.
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -28,7 +29,12 @@ from rlx.perf import FP32_SDPA
 def cache_kwarg(model) -> str | None:
     """Name of the forward's cache argument (``cache`` from transformers 5.2x, ``past_key_values`` before)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    params = inspect.signature(type(base).forward).parameters
+    return _cache_kwarg(type(base))
+
+
+@functools.lru_cache(maxsize=64)
+def _cache_kwarg(cls) -> str | None:
+    params = inspect.signature(cls.forward).parameters
     return "cache" if "cache" in params else "past_key_values" if "past_key_values" in params else None
 
 
