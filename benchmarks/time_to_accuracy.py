@@ -43,7 +43,7 @@ def run_seed(seed: int, a) -> dict:
     rlx = rlx_trainer([f"seed={seed}", "trainer.steps=100000", f"hardware.num_threads={a.threads}"])
     records = rlx.data.eval_set()
     state = {"rlx": [0.0, 0.0, None, None], "trl": [0.0, 0.0, None, None]}   # wall, cpu, step reached, acc
-    curve = []
+    curve, reached = [], {}
 
     def after_trl_step():
         step = len(timer.times)
@@ -59,8 +59,9 @@ def run_seed(seed: int, a) -> dict:
         for name, model in (("rlx", rlx.model), ("trl", trainer.model)):
             if state[name][2] is None:
                 accs[name] = accuracy(model, rlx.tok, records)
-                if accs[name] >= a.target:
-                    state[name][2:] = [step, accs[name]]
+                if accs[name] >= a.target:   # freeze this framework's time at the evaluation that reached it
+                    state[name] = [state[name][0], state[name][1], step, accs[name]]
+                    reached[name] = (state[name][0], state[name][1])
         curve.append(accs)
         print(f"seed {seed} step {step}: " + "  ".join(f"{k} {v:.3f}" for k, v in accs.items() if k != "step")
               + f"   (rlx {state['rlx'][0]:.0f} s, TRL {state['trl'][0]:.0f} s)", flush=True)
@@ -74,8 +75,8 @@ def run_seed(seed: int, a) -> dict:
     trainer.train()
     out = {"seed": seed, "start_acc": start, "curve": curve}
     for name in ("rlx", "trl"):
-        wall, cpu, step, acc = state[name]
-        out[name] = {"step": step, "acc": acc, "wall_s": wall if step else None, "cpu_s": cpu if step else None}
+        wall, cpu = reached.get(name, (None, None))
+        out[name] = {"step": state[name][2], "acc": state[name][3], "wall_s": wall, "cpu_s": cpu}
     return out
 
 
@@ -106,9 +107,9 @@ def main():
         ok = x["step"] and y["step"]
         ratio = x["wall_s"] / y["wall_s"] if ok else None
         ratios += [ratio] if ok else []
-        fmt = (lambda v: f"{v:.1f}" if v is not None else "not reached")   # noqa: E731
+        fmt = (lambda v, d=1: f"{v:.{d}f}" if v is not None else "not reached")   # noqa: E731
         print(f"| {r['seed']} | {x['step'] or '-'} | {fmt(x['wall_s'])} | {fmt(x['cpu_s'])} | {y['step'] or '-'} | "
-              f"{fmt(y['wall_s'])} | {fmt(y['cpu_s'])} | {fmt(ratio)} |")
+              f"{fmt(y['wall_s'])} | {fmt(y['cpu_s'])} | {fmt(ratio, 2)} |")
     emit({"benchmark": "time_to_accuracy", "machine": machine(), "target": a.target, "threads": a.threads,
           "median_ratio": statistics.median(ratios) if ratios else None, "runs": runs,
           "total_s": time.perf_counter() - t0})
