@@ -15,5 +15,7 @@ KL_ESTIMATORS_ALL = KL_ESTIMATORS + tuple(k + "+" for k in KL_ESTIMATORS)
 CLIP_MODES = ("standard", "stop_gradient")
 # Learning-rate schedules after warm-up (rlx.trainers.base).
 SCHEDULES = ("constant", "linear", "cosine")
+# Engine/trainer mismatch corrections, rollout.is_correction (rlx.rollout.correction).
+IS_CORRECTIONS = ("none", "tis")
 # Parameter dtypes a model may load in.
 DTYPES = ("float32", "bfloat16", "float16")

@@ -14,7 +14,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from rlx.choices import AGG_MODES, CLIP_MODES, DTYPES, KL_ESTIMATORS, KL_ESTIMATORS_ALL, SCHEDULES
+from rlx.choices import (
+    AGG_MODES,
+    CLIP_MODES,
+    DTYPES,
+    IS_CORRECTIONS,
+    KL_ESTIMATORS,
+    KL_ESTIMATORS_ALL,
+    SCHEDULES,
+)
 from rlx.registry import closest
 
 CONF_DIR = (Path(__file__).resolve().parent.parent / "conf").resolve()
@@ -394,6 +402,7 @@ def _check_values(cfg: DictConfig) -> None:
     for k in ("mini_batch_size", "micro_batch_size"):
         _need(t[k] is None or t[k] >= 1, f"trainer.{k}={t[k]}: must be >= 1, or null (the whole batch)")
     _need(r.top_k >= 0, f"rollout.top_k={r.top_k}: must be >= 0 (0 = off)")
+    _check_correction(r)
     if "dtype" in cfg.model:
         _choice("model.dtype", cfg.model.dtype, DTYPES)
     dev = str(hw.device)
@@ -411,10 +420,38 @@ def _check_values(cfg: DictConfig) -> None:
             _need(node[key] >= low, f"{'data' if node is cfg.data else 'algo'}.{key}={node[key]}: must be >= {low}")
 
 
+def _check_correction(r: DictConfig) -> None:
+    """rollout.engine_logprobs / is_correction / is_cap (rlx/rollout/correction.py)."""
+    record, name, cap = r.get("engine_logprobs"), r.get("is_correction", "none"), r.get("is_cap", 2.0)
+    _need(record is None or isinstance(record, bool),
+          f"rollout.engine_logprobs={record!r}: must be null (auto), true or false")
+    _choice("rollout.is_correction", name, IS_CORRECTIONS)
+    _need(cap >= 1, f"rollout.is_cap={cap}: must be >= 1 (a cap below 1 would shrink every token's weight)")
+    _need(name == "none" or record is not False,
+          f"rollout.is_correction={name} needs the engine's log-probs: set rollout.engine_logprobs=null (auto) "
+          f"or true, not false")
+
+
+def check_correction_support(cfg: DictConfig) -> None:
+    """rollout.is_correction needs an online algorithm whose loss takes per-token weights (``takes_is_weights``);
+    builds the algorithm, so it runs with ``check_names``, after the light checks."""
+    name = cfg.rollout.get("is_correction", "none")
+    if name == "none" or cfg.get("pipeline"):
+        return
+    from rlx.registry import build
+
+    algo = build("algo", cfg.algo)
+    _need(algo.trainer == "online", f"rollout.is_correction={name}: algo={cfg.algo.name} trains offline "
+          f"(trainer '{algo.trainer}', no rollouts to correct); use rollout.is_correction=none")
+    _need(algo.takes_is_weights, f"rollout.is_correction={name}: algo={cfg.algo.name} has one importance ratio "
+          f"or weight per response, no per-token policy-gradient term to reweight; use rollout.is_correction=none "
+          f"(rollout/logp_diff is still logged with rollout.engine_logprobs=true)")
+
+
 def check_names(cfg: DictConfig) -> None:
     """Registry keys the config names (rollout engine, model source, reward functions, tracker backends)
-    exist. This imports the components (torch among them), so it runs after the light checks: from
-    ``compose``, and in ``rlx.run`` / ``python -m rlx`` before any model or data is loaded."""
+    exist, and the algorithm takes the rollout correction the config turns on. This imports the components
+    (torch among them), so it runs after the light checks: from ``compose``, and in ``rlx.run`` / ``python -m rlx`` before any model or data is loaded."""
     from rlx.registry import ENGINES, MODELS, REWARDS, TRACKERS, _load_components
 
     _load_components()
@@ -433,6 +470,7 @@ def check_names(cfg: DictConfig) -> None:
             known(f"reward.terms.{name}.fn", term.fn, REWARDS)
     for i, backend in enumerate(cfg.tracker.get("backends") or []):
         known(f"tracker.backends[{i}]", backend, TRACKERS)
+    check_correction_support(cfg)
 
 
 def batch_table(cfg: DictConfig) -> str:

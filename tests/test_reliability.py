@@ -171,9 +171,11 @@ def test_light_choice_lists_match_the_modules_that_use_them():
     from rlx import choices
     from rlx.algos.common import CLIP_MODES
     from rlx.ops import AGG_MODES, KL_ESTIMATORS_ALL
+    from rlx.rollout.correction import CORRECTIONS
 
     assert (choices.AGG_MODES, choices.KL_ESTIMATORS_ALL, choices.CLIP_MODES) == (AGG_MODES, KL_ESTIMATORS_ALL,
                                                                                  CLIP_MODES)
+    assert choices.IS_CORRECTIONS == tuple(CORRECTIONS)
 
 
 # ---------------------------------------------------------------- 2. atomic checkpoints (figure 2)

@@ -74,6 +74,10 @@ class Algorithm:
         eq. 2; the loop draws ``algo.ptx_batch_size`` records of the data set). Default: 0, none."""
         return float(self.cfg.get("ptx_coef", 0.0))
 
+    #: True when ``loss`` takes ``is_weights`` [n, T] (detached per-token weights multiplying its policy-gradient
+    #: terms: rollout.is_correction, rollout/correction.py); False where the ratio or weight is one per response.
+    takes_is_weights: bool = True
+
     #: Names of per-sample ``Batch`` fields (e.g. ``"rewards"``) that ``loss`` takes as keyword arguments.
     loss_fields: tuple = ()
 

@@ -28,12 +28,15 @@ from rlx.registry import ALGOS
 
 def cispo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_low_is=1.0, eps_high_is=0.28,
                loss_agg_mode="token_mean", num_tokens=None, num_seqs=None, max_len=None, entropy=None, beta=0.0,
-               kl_estimator="k3", entropy_coef=0.0):
-    """(loss, metrics) of CISPO for token log-probs [n, T] and token advantages [n, T]."""
+               kl_estimator="k3", entropy_coef=0.0, is_weights=None):
+    """(loss, metrics) of CISPO for token log-probs [n, T] and token advantages [n, T]; ``is_weights`` [n, T]
+    (rollout.is_correction) multiply the per-token term."""
     norm = dict(loss_agg_mode=loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
     ratio = (logp - old_logp).exp()
     weight = ratio.clamp(1 - eps_low_is, 1 + eps_high_is).detach()
     per_token = -weight * advantages * (1 + logp - logp.detach())
+    if is_weights is not None:
+        per_token = per_token * is_weights
     loss = aggregate(per_token, response_mask, loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs,
                      max_len=max_len)
     with torch.no_grad():

@@ -12,7 +12,7 @@ CLIP_MODES = ("standard", "stop_gradient")
 
 def clipped_surrogate(logp, old_logp, advantages, response_mask, *, eps_low: float, eps_high: float,
                       loss_agg_mode: str, num_tokens=None, num_seqs=None, max_len=None,
-                      clip_ratio_c: float | None = None, clip_mode: str = "standard"):
+                      clip_ratio_c: float | None = None, clip_mode: str = "standard", is_weights=None):
     """PPO clipped objective per token (Schulman et al. 2017, arXiv:1707.06347 eq. 7), as a loss:
 
         L_t = −min(r_t·A_t, clip(r_t, 1−eps_low, 1+eps_high)·A_t),   r_t = exp(logp_t − old_logp_t)
@@ -26,6 +26,8 @@ def clipped_surrogate(logp, old_logp, advantages, response_mask, *, eps_low: flo
       optimisation; algorithms.md §2.21): where the upper clip is active (A > 0, r > 1+eps_high) the
       term is −sg(ĉ/r)·r·A with ĉ = 1+eps_high: the forward value is the clipped −ĉ·A, but the
       gradient ĉ·A·∇log π is kept instead of being zeroed.
+    - ``is_weights`` [n, T] (detached): L_t ← w_t·L_t after the clipping, before aggregation: the
+      truncated importance-sampling correction of the engine/trainer mismatch (``rollout/correction.py``).
 
     Clip fractions count tokens where a clipped branch is the active one: ``clip_frac_high``
     r > 1+eps_high with A > 0, ``clip_frac_low`` r < 1−eps_low with A < 0; ``clip_frac`` also counts
@@ -48,6 +50,8 @@ def clipped_surrogate(logp, old_logp, advantages, response_mask, *, eps_low: flo
         cap = -clip_ratio_c * advantages
         dual = (advantages < 0) & (per_token > cap)
         per_token = torch.where(dual, cap, per_token)
+    if is_weights is not None:
+        per_token = per_token * is_weights
     loss = aggregate(per_token, response_mask, loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs,
                      max_len=max_len)
     with torch.no_grad():

@@ -30,15 +30,18 @@ def grpo_advantages(rewards: torch.Tensor, group_size: int, scale_rewards: bool 
 
 def grpo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_low=0.2, eps_high=0.2,
               beta=0.0, kl_estimator="k3", loss_agg_mode="token_mean", num_tokens=None, num_seqs=None,
-              max_len=None, entropy=None, entropy_coef=0.0, clip_ratio_c=None, clip_mode="standard"):
+              max_len=None, entropy=None, entropy_coef=0.0, clip_ratio_c=None, clip_mode="standard",
+              is_weights=None):
     """(loss, metrics) of GRPO for token log-probs [n, T] and token advantages [n, T].
 
     Shared options (common.py): ``clip_ratio_c`` dual-clip, ``clip_mode`` stop-gradient clipping,
-    ``entropy_coef`` entropy bonus on ``entropy`` [n, T], straight-through ``kl_estimator`` ("k3+").
+    ``entropy_coef`` entropy bonus on ``entropy`` [n, T], straight-through ``kl_estimator`` ("k3+"),
+    ``is_weights`` [n, T] truncated importance weights on the surrogate (rollout.is_correction).
     """
     norm = dict(loss_agg_mode=loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
     loss, metrics = clipped_surrogate(logp, old_logp, advantages, response_mask, eps_low=eps_low,
-                                      eps_high=eps_high, clip_ratio_c=clip_ratio_c, clip_mode=clip_mode, **norm)
+                                      eps_high=eps_high, clip_ratio_c=clip_ratio_c, clip_mode=clip_mode,
+                                      is_weights=is_weights, **norm)
     reg, reg_metrics = regularizers(logp, ref_logp, entropy, response_mask, beta=beta, kl_estimator=kl_estimator,
                                     entropy_coef=entropy_coef, **norm)
     loss = loss + reg

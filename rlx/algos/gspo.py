@@ -56,6 +56,8 @@ def gspo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_l
 
 
 class GSPO(Algorithm):
+    takes_is_weights = False   # one ratio s_i per response: no per-token term to reweight
+
     def advantages(self, rewards, response_mask, **batch):
         adv = grpo_advantages(rewards, self.group_size, True, self.cfg.std_eps)
         return adv.unsqueeze(-1).expand_as(response_mask).to(torch.float32)

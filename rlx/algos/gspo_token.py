@@ -29,14 +29,15 @@ from rlx.registry import ALGOS
 def gspo_token_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_low=3e-4, eps_high=4e-4,
                     loss_agg_mode="seq_mean_token_mean", num_tokens=None, num_seqs=None, max_len=None,
                     entropy=None, beta=0.0, kl_estimator="k3", entropy_coef=0.0, clip_ratio_c=None,
-                    clip_mode="standard"):
+                    clip_mode="standard", is_weights=None):
     """(loss, metrics) of GSPO-token for token log-probs [n, T] and token advantages [n, T]."""
     norm = dict(loss_agg_mode=loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
     log_s = sequence_log_ratio(logp, old_logp, response_mask).detach()
     # exp(logp − shifted_old) = sg[s_i]·π_θ/sg[π_θ]: value s_i, gradient s_i·∇log π_θ(o_{i,t})
     shifted_old = logp.detach() - log_s.unsqueeze(-1)
     loss, metrics = clipped_surrogate(logp, shifted_old, advantages, response_mask, eps_low=eps_low,
-                                      eps_high=eps_high, clip_ratio_c=clip_ratio_c, clip_mode=clip_mode, **norm)
+                                      eps_high=eps_high, clip_ratio_c=clip_ratio_c, clip_mode=clip_mode,
+                                      is_weights=is_weights, **norm)
     with torch.no_grad():
         metrics["policy/kl_old"] = masked_mean(kl_penalty(old_logp, logp, "k3"), response_mask)
     reg, reg_metrics = regularizers(logp, ref_logp, entropy, response_mask, beta=beta, kl_estimator=kl_estimator,

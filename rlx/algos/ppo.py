@@ -83,12 +83,13 @@ def explained_variance(values, returns, response_mask) -> float:
 
 
 def ppo_policy_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_low: float, eps_high: float,
-                    loss_agg_mode: str, kl_estimator: str = "k3", num_tokens=None, num_seqs=None, max_len=None):
-    """(loss, metrics): the clipped surrogate. The KL to the reference is in the reward, so here it is
-    only measured (``policy/kl_ref``), never added to the loss."""
+                    loss_agg_mode: str, kl_estimator: str = "k3", num_tokens=None, num_seqs=None, max_len=None,
+                    is_weights=None):
+    """(loss, metrics): the clipped surrogate (with ``is_weights`` [n, T], rollout.is_correction). The KL to
+    the reference is in the reward, so here it is only measured (``policy/kl_ref``), never added to the loss."""
     loss, metrics = clipped_surrogate(logp, old_logp, advantages, response_mask, eps_low=eps_low, eps_high=eps_high,
                                       loss_agg_mode=loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs,
-                                      max_len=max_len)
+                                      max_len=max_len, is_weights=is_weights)
     if ref_logp is not None:
         metrics["policy/kl_ref"] = masked_mean(kl_penalty(logp.detach(), ref_logp, kl_estimator), response_mask)
     metrics["loss/total"] = loss.detach()

@@ -33,9 +33,12 @@ def best_of_group(rewards: torch.Tensor, min_reward: float, keep_ties: bool = Fa
     return mask & (best >= min_reward)
 
 
-def raft_loss(logp, response_mask, loss_agg_mode="token_mean", num_tokens=None, num_seqs=None, max_len=None):
-    """(loss, metrics): negative log-likelihood of the kept samples, L = −agg_t log π_θ(y_t|·)."""
-    loss = aggregate(-logp, response_mask, loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
+def raft_loss(logp, response_mask, loss_agg_mode="token_mean", num_tokens=None, num_seqs=None, max_len=None,
+              is_weights=None):
+    """(loss, metrics): negative log-likelihood of the kept samples, L = −agg_t log π_θ(y_t|·) (−agg_t w_t·log π_θ
+    with ``is_weights`` [n, T], rollout.is_correction)."""
+    per_token = -logp if is_weights is None else -logp * is_weights
+    loss = aggregate(per_token, response_mask, loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
     return loss, {"loss/policy": loss.detach(), "loss/total": loss.detach()}
 
 

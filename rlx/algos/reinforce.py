@@ -26,15 +26,17 @@ from rlx.registry import ALGOS
 
 
 def pg_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_low=0.2, eps_high=0.2, beta=0.0,
-            kl_estimator="k3", loss_agg_mode="token_mean", num_tokens=None, num_seqs=None, max_len=None):
+            kl_estimator="k3", loss_agg_mode="token_mean", num_tokens=None, num_seqs=None, max_len=None,
+            is_weights=None):
     """L = agg_t[ −min(ρ_t A_t, clip(ρ_t, 1−ε_low, 1+ε_high) A_t) ] (+ β·agg KL_est(π_θ‖π_ref) when β > 0).
 
     With ρ = 1 (on-policy) the value is −agg(A) and the gradient −agg(A ∇log π) (REINFORCE).
-    ``policy/kl_ref`` is logged whenever ``ref_logp`` is given, also when β = 0.
+    ``policy/kl_ref`` is logged whenever ``ref_logp`` is given, also when β = 0. ``is_weights`` [n, T]
+    (rollout.is_correction) multiply the surrogate's per-token terms.
     """
     norm = dict(loss_agg_mode=loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
     loss, metrics = clipped_surrogate(logp, old_logp, advantages, response_mask, eps_low=eps_low,
-                                      eps_high=eps_high, **norm)
+                                      eps_high=eps_high, is_weights=is_weights, **norm)
     if ref_logp is not None:
         kl_term, kl_metrics = kl_loss(logp, ref_logp, response_mask, beta=beta, estimator=kl_estimator, **norm)
         metrics.update(kl_metrics)

@@ -47,6 +47,7 @@ def rlsc_loss(logp, old_logp, response_mask, *, alpha: float = 0.1, num_seqs=Non
 
 class RLSC(Algorithm):
     label_free = True
+    takes_is_weights = False   # one weight p_old(y|x) per response: no per-token term to reweight
 
     def pseudo_labels(self, answers: list, group_size: int) -> list:
         """Majority votes, only to log agreement (score/mean); the loss does not read rewards."""

@@ -14,6 +14,9 @@ class Rollout:
     ``prompt_ids``/``prompt_mask`` are left-padded [N, P]; ``completion_ids`` [N, T] are right-padded;
     ``response_mask`` [N, T] is True up to and including the first EOS; ``truncated`` [N] is True
     where no EOS was produced within the length limit; ``texts`` are decoded up to the first EOS.
+    ``engine_logp`` [N, T] (float32, 0 outside ``response_mask``), when the engine records it, is the
+    log-probability of each sampled token under the engine's model, in the trainer's convention
+    (``logprobs.token_logprobs``): log softmax of the raw logits, before temperature, top-k and top-p.
     """
 
     prompt_ids: torch.Tensor
@@ -23,6 +26,17 @@ class Rollout:
     truncated: torch.Tensor
     texts: list[str]
     gen_tokens: int = 0
+    engine_logp: torch.Tensor | None = None
+
+
+def records_logprobs(cfg, free: bool) -> bool:
+    """Whether an engine records ``Rollout.engine_logp`` under the ``rollout`` config ``cfg``:
+    ``engine_logprobs`` true/false decides; null (auto) = on where the engine gets them for free
+    (``free``: vLLM) or where the importance-sampling correction needs them (``is_correction``)."""
+    setting = cfg.get("engine_logprobs")
+    if setting is None:
+        return free or cfg.get("is_correction", "none") != "none"
+    return bool(setting)
 
 
 class RolloutEngine:

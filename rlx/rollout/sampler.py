@@ -13,6 +13,11 @@ then temperature, top-k and top-p in transformers' order (its own logits warpers
 ``torch.multinomial`` on torch's global generator (checkpointed, so resume stays exact). Greedy is
 ``argmax``. A test checks token-for-token equality with ``generate`` (greedy) and the sampled
 distribution against the model's probabilities.
+
+With ``with_logp`` the loop also returns the log-probability of every token it picked: log softmax of
+the float32 logits *before* the warpers, i.e. log π(y_t|·) as the trainer computes it
+(``logprobs.token_logprobs``), not the tempered/truncated sampling distribution. It reads the logits
+the loop already has and draws no random numbers, so the tokens are the same with it on or off.
 """
 
 from __future__ import annotations
@@ -147,15 +152,17 @@ class Sampler:
         return torch.multinomial(torch.softmax(scores, -1), 1).squeeze(1)
 
     @torch.no_grad()
-    def __call__(self, ids: torch.Tensor, am: torch.Tensor, n: int = 1, greedy: bool = False):
-        """Completion ids [B·n, T'] (pad after EOS; T' ≤ max_new_tokens: the loop stops when all rows ended),
-        or None when the model's cache is not one this loop handles (the caller falls back to ``generate``)."""
+    def __call__(self, ids: torch.Tensor, am: torch.Tensor, n: int = 1, greedy: bool = False, with_logp=False):
+        """(completion ids [B·n, T'], their log-probs [B·n, T'] or None without ``with_logp``); pad and log-prob 0
+        after EOS; T' ≤ max_new_tokens: the loop stops when all rows ended. None when the model's cache is
+        not one this loop handles (the caller falls back to ``generate``)."""
         pre = self._prefill(ids, am, n)
         if pre is None:
             return None
         logits, cache = pre
         N, P, T = ids.shape[0] * n, ids.shape[1], self.max_new_tokens
         out = torch.full((N, T), self.pad, dtype=torch.long, device=ids.device)
+        logp = torch.zeros(N, T, device=ids.device) if with_logp else None
         mask = torch.cat([am.repeat_interleave(n, 0), am.new_ones(N, T)], 1)
         pos = mask[:, :P].sum(-1)                          # position of the first new token
         rows = torch.arange(N, device=ids.device)          # which output rows are still in the batch
@@ -164,6 +171,9 @@ class Sampler:
         for t in range(T):
             tok = self._pick(logits, greedy).masked_fill(~alive, self.pad)
             out[rows, t] = tok
+            if with_logp:   # log π of the picked token from the unwarped logits (no RNG: tokens unchanged)
+                lp = torch.log_softmax(logits, -1).gather(-1, tok[:, None]).squeeze(1)
+                logp[rows, t] = lp.masked_fill(~alive, 0.0)
             alive &= tok != self.eos
             n_alive = int(alive.sum())                       # one host sync per token: the loop's stop test
             if n_alive == 0 or t == T - 1:
@@ -174,4 +184,4 @@ class Sampler:
                 for layer in cache.layers:
                     layer.batch_select_indices(keep)
             logits = self._forward(tok[:, None], mask[:, :P + t + 1], (pos + t)[:, None], cache)
-        return out[:, :t + 1]
+        return out[:, :t + 1], (logp[:, :t + 1] if with_logp else None)

@@ -4,9 +4,16 @@ Same interface as the HF engine (``generate(prompts, n, greedy) -> Rollout``). S
 map one to one (temperature, top_p, top_k with 0 = off, max_new_tokens; greedy = temperature 0).
 After every update the trainer calls ``sync_weights(model)``, which loads the policy's current
 weights into the engine in process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` keeps vLLM's model in this
-process so the weights can be handed over without a copy through disk). The engine's own
-log-probs of the sampled tokens are kept in ``Rollout.engine_logp``; logging their mismatch with the
-trainer's (``rollout/logp_diff``) and an importance-sampling correction are not built yet.
+process so the weights can be handed over without a copy through disk).
+
+The engine's own log-probs of the sampled tokens are kept in ``Rollout.engine_logp`` (vLLM returns them
+with the sample, so ``rollout.engine_logprobs: null`` turns them on here; ``false`` turns them off).
+They must be in the trainer's convention, log softmax of the *raw* logits (``rollout.base.Rollout``):
+that is vLLM V1's default ``logprobs_mode="raw_logprobs"`` (before temperature, penalties, top-k/top-p);
+``processed_logprobs`` would be the tempered, truncated sampling distribution, which the trainer does
+not compute. The online loop logs their mismatch with the trainer's old log-probs (``rollout/logp_diff``,
+``rollout/logp_diff_max``) and, with ``rollout.is_correction=tis``, reweights the policy-gradient terms
+by the truncated importance weight min(π_trainer/π_engine, ``rollout.is_cap``) (``rollout/correction.py``).
 
 Not exercised on this project's CPU machines (vLLM needs a GPU); ``benchmarks/gpu_check.sh`` runs it
 where one is at hand.
@@ -20,7 +27,7 @@ import torch
 
 from rlx.ops import response_mask_from_eos
 from rlx.registry import ENGINES
-from rlx.rollout.base import Rollout, RolloutEngine
+from rlx.rollout.base import Rollout, RolloutEngine, records_logprobs
 
 
 class VLLMEngine(RolloutEngine):
@@ -32,6 +39,7 @@ class VLLMEngine(RolloutEngine):
             raise ImportError("rollout.engine=vllm needs vLLM (pip install vllm, on a CUDA machine); "
                               "use rollout.engine=hf on CPUs") from e
         self.tok, self.cfg, self.device = tokenizer, cfg, torch.device(device)
+        self.record_logp = records_logprobs(cfg, free=True)
         path = getattr(model, "name_or_path", None) or model.config._name_or_path
         self.llm = LLM(model=path, tokenizer=path, dtype=str(model.dtype).removeprefix("torch."),
                        gpu_memory_utilization=float(cfg.get("gpu_memory_utilization", 0.3)),
@@ -42,7 +50,7 @@ class VLLMEngine(RolloutEngine):
         from vllm import SamplingParams
 
         c = self.cfg
-        return SamplingParams(n=n, max_tokens=c.max_new_tokens, logprobs=0,
+        return SamplingParams(n=n, max_tokens=c.max_new_tokens, logprobs=0 if self.record_logp else None,
                               temperature=0.0 if greedy else c.temperature,
                               top_p=1.0 if greedy else c.top_p, top_k=-1 if (greedy or not c.top_k) else c.top_k)
 
@@ -65,10 +73,9 @@ class VLLMEngine(RolloutEngine):
         comp = comp.masked_fill(~mask, pad)
         texts = self.tok.batch_decode(comp.masked_fill(comp == eos, pad), skip_special_tokens=True)
         rep = lambda x: x.repeat_interleave(n, 0).to(self.device)  # noqa: E731
-        roll = Rollout(rep(ids), rep(am), comp.to(self.device), mask.to(self.device),
-                       ~(comp == eos).any(-1).to(self.device), texts, gen_tokens=int(mask.sum()))
-        roll.engine_logp = logp.to(self.device)
-        return roll
+        logp = logp.masked_fill(~mask, 0.0).to(self.device) if self.record_logp else None
+        return Rollout(rep(ids), rep(am), comp.to(self.device), mask.to(self.device),
+                       ~(comp == eos).any(-1).to(self.device), texts, gen_tokens=int(mask.sum()), engine_logp=logp)
 
     def sync_weights(self, model) -> None:
         state = model.state_dict()

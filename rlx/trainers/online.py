@@ -10,7 +10,10 @@ One step, numbered as in the code:
      the training forward itself and no extra forward runs
   5. advantages from the algorithm
   6. μ epochs over mini-batches; gradient accumulation over micro-batches, normalised by the
-     mini-batch totals so the gradient does not depend on the micro-batch size
+     mini-batch totals so the gradient does not depend on the micro-batch size; where the engine
+     recorded its log-probs, their mismatch with the old log-probs is measured per micro-batch and,
+     with ``rollout.is_correction``, turned into per-token importance weights for the loss
+     (rollout/correction.py)
   7. metrics of the vocabulary
 The trainer asks the algorithm (needs_ref, group_size, keep, advantages, loss); it never branches
 on its name.
@@ -29,6 +32,7 @@ from rlx.logprobs import token_logprobs
 from rlx.metrics import MetricAccumulator, advantage_metrics, rollout_metrics
 from rlx.ops import masked_mean
 from rlx.registry import TRAINERS
+from rlx.rollout.correction import CORRECTIONS, logp_mismatch
 from rlx.trainers.base import Trainer
 
 
@@ -46,6 +50,7 @@ class Batch:
     greedy_rewards: torch.Tensor | None = None   # [N] reward of the prompt's greedy decode (needs_greedy_baseline)
     values: torch.Tensor | None = None    # [N, T] V_old(s_t) of the critic (needs_critic)
     returns: torch.Tensor | None = None   # [N, T] the critic's targets R̂_t (needs_critic)
+    engine_logp: torch.Tensor | None = None   # [N, T] log μ of the sampled tokens, where the engine records it
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -103,6 +108,7 @@ class OnlineTrainer(Trainer):
 
         self.critic = Critic(self) if self.algo.needs_critic else None   # PPO family: a separate value model
         self.ptx = PretrainTerm(self) if self.algo.ptx_coef > 0 else None   # PPO-ptx: a pretraining LM term
+        self.is_weights = CORRECTIONS[self.cfg.rollout.get("is_correction", "none")]   # None = no correction
 
     def train_step(self) -> dict:
         t0 = time.perf_counter()
@@ -194,6 +200,8 @@ class OnlineTrainer(Trainer):
         ids = torch.cat([out.prompt_ids, out.completion_ids], 1)
         am = torch.cat([out.prompt_mask, out.response_mask.long()], 1)
         batch = Batch(ids, am, resp_mask.to(self.device), rewards.to(self.device))
+        if out.engine_logp is not None:
+            batch.engine_logp = out.engine_logp.to(self.device)
         if self.algo.needs_greedy_baseline:
             batch.greedy_rewards = self._greedy_rewards(records, G)
         raw["rewards"] = rewards
@@ -262,14 +270,30 @@ class OnlineTrainer(Trainer):
         ref = batch.ref_logp[rows] if batch.ref_logp is not None else None
         extra = {"entropy": ent} if bonus else {}
         extra.update({k: getattr(batch, k)[rows] for k in self.algo.loss_fields})   # e.g. VAPO: rewards
+        is_weights, engine_m = self._engine_mismatch(batch, rows, old, mask)
+        if is_weights is not None:   # rollout.is_correction: per-token weights on the policy-gradient terms
+            extra["is_weights"] = is_weights
         if faults.active("nan_logp", self.step):   # RLX_FAULT=nan_logp@N: as from a forward that overflowed
             logp = logp * math.nan
         loss, m = self.algo.loss(logp, old, batch.advantages[rows], mask, ref, **extra, **norm)
+        m.update(engine_m)
         if on_policy:
             m["policy/entropy"] = masked_mean(ent.detach(), mask)
         (loss * self.dist.loss_scale).backward()
         acc.add(m, weight=float(mask.sum()))
         return float(loss.detach())
+
+    def _engine_mismatch(self, batch: Batch, rows, old, mask):
+        """(importance weights [n, T] or None, metrics): rollout/logp_diff(_max) of the engine's log-probs against
+        the old ones where the engine recorded them, and the weights of rollout.is_correction when it is on."""
+        if batch.engine_logp is None:
+            return None, {}
+        engine = batch.engine_logp[rows]
+        metrics = logp_mismatch(old, engine, mask)
+        if self.is_weights is None:
+            return None, metrics
+        weights, m = self.is_weights(old, engine, mask, is_cap=float(self.cfg.rollout.is_cap))
+        return weights, {**metrics, **m}
 
     def _optimizer_step(self, loss: float) -> float:
         clip = self.cfg.trainer.grad_clip or math.inf
