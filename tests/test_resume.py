@@ -229,6 +229,17 @@ def test_same_seed_same_metrics_other_seed_other_trajectory(grpo_ref, tmp_path):
     assert ref1["optim/lr"] == other1["optim/lr"]
 
 
+def test_a_run_that_builds_the_embedded_model_equals_one_that_loads_it(tmp_path):
+    """The first run on an empty model cache builds the model (seeding torch's generator and drawing from it);
+    it must sample exactly as every later run, which loads the model from the cache."""
+    env = {"RLX_CACHE": str(tmp_path / "empty_cache")}
+    short = [*FAST, "trainer.steps=3", "data.prompts_per_step=2", "hardware.num_threads=1"]
+    finish(short, tmp_path / "cold", env)
+    assert "embedded model cached" in (tmp_path / "cold" / "run.log").read_text()   # this run did build it
+    finish(short, tmp_path / "warm", env)
+    assert strip_perf(read_metrics(tmp_path / "cold")) == strip_perf(read_metrics(tmp_path / "warm"))
+
+
 def test_sigterm_saves_at_the_next_step_boundary_and_exits_143(grpo_ref, tmp_path):
     from rlx.checkpoint import Checkpointer, _step_of
 

@@ -87,12 +87,16 @@ def _lock(path: Path):
 
 def ensure_tiny(cfg, log=print) -> Path:
     """Directory of the embedded model for this recipe, building it if it is not cached."""
+    import torch
+
     from rlx.data.arithmetic import ArithmeticTask
 
     out = cache_root() / f"tiny-{recipe_hash(cfg)}"
     if (out / "rlx_build.json").exists():
         return out
-    with _lock(cache_root() / f".tiny-{recipe_hash(cfg)}.lock"):
+    # The build seeds and draws from torch's global generator; fork_rng restores the caller's state after it,
+    # so a run that builds the model (cold cache) samples exactly as one that loads it (warm cache).
+    with _lock(cache_root() / f".tiny-{recipe_hash(cfg)}.lock"), torch.random.fork_rng(devices=[]):
         if (out / "rlx_build.json").exists():
             return out
         t0 = time.perf_counter()
