@@ -19,6 +19,7 @@ import weakref
 
 import torch
 
+from rlx.models import lean as lean_forward
 from rlx.ops import logprobs_from_logits, position_ids_from_mask
 from rlx.rollout.sampler import cache_kwarg, new_cache, plain_layers
 
@@ -31,23 +32,6 @@ def _trim(input_ids, attention_mask, T: int):
     t_keep = int(resp_real.nonzero()[-1]) + 1 if resp_real.any() else 1
     end = input_ids.shape[1] - T + t_keep
     return input_ids[:, first:end], attention_mask[:, first:end], t_keep
-
-
-_CHECKPOINTING: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _checkpointing(model) -> bool:
-    """Activation checkpointing is on (it turns the cache off in training mode, so nothing can be shared).
-    Looked up once per model (transformers walks every module for it); rlx sets it when it builds the model."""
-    if model not in _CHECKPOINTING:
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        on = False
-        for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # transformers renamed it
-            if hasattr(type(base), name):
-                on = bool(getattr(base, name))
-                break
-        _CHECKPOINTING[model] = on
-    return _CHECKPOINTING[model]
 
 
 def _sharded(model) -> bool:
@@ -76,7 +60,7 @@ def _shared_prompts(model, ids, am, P: int):
         return None
     if (n - 1) * P * _n_params(model) < SHARE_MIN_TOKEN_PARAMS:   # even one prompt for all rows would not pay
         return None
-    if _checkpointing(model) or _sharded(model):
+    if lean_forward.checkpointing(model) or _sharded(model):
         return None
     key = torch.cat([ids[:, :P], am[:, :P]], 1)
     # rows -> one random projection each (a 1-D unique is far cheaper than unique(dim=0)); checked exactly below
@@ -94,6 +78,15 @@ def _shared_prompts(model, ids, am, P: int):
 
 def _logits_shared(model, ids, am, pos, P: int, t_keep: int, inverse, first):
     """Logits [n, t_keep, V] predicting the t_keep response tokens, running each distinct prompt once."""
+    lean = lean_forward.for_model(model)
+    if lean is not None:
+        grow = lean.new_cache()
+        head = lean(ids[first, :P], pos[first, :P], am[first, :P], grow, logits_to_keep=1)
+        if t_keep == 1:
+            return head[inverse]
+        end = P + t_keep - 1
+        tail = lean(ids[:, P:end], pos[:, P:end], am[:, :end], grow.index(inverse))
+        return torch.cat([head[inverse], tail], 1)
     cache = new_cache(model)
     kw = {cache_kwarg(model): cache}
     head = model(input_ids=ids[first, :P], attention_mask=am[first, :P], position_ids=pos[first, :P],
@@ -119,7 +112,10 @@ def token_logprobs(model, input_ids, attention_mask, T: int, with_entropy=False,
     with torch.autocast(ids.device.type, torch.bfloat16, enabled=autocast):
         shared = _shared_prompts(model, ids, am, P)
         logits = _logits_shared(model, ids, am, pos, P, t_keep, *shared) if shared is not None else None
-        if logits is None:
+        lean = lean_forward.for_model(model) if logits is None else None
+        if lean is not None:
+            logits = lean(ids, pos, am, logits_to_keep=t_keep + 1)[:, :-1]
+        elif logits is None:
             logits = model(input_ids=ids, attention_mask=am, position_ids=pos, logits_to_keep=t_keep + 1,
                            use_cache=False).logits[:, :-1]
     logp, ent = logprobs_from_logits(logits, ids[:, -t_keep:], with_entropy)

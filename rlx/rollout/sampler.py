@@ -22,11 +22,13 @@ the loop already has and draws no random numbers, so the tokens are the same wit
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 
 import torch
 
+from rlx.models import lean as lean_forward
 from rlx.ops import position_ids_from_mask
 from rlx.perf import FP32_SDPA
 
@@ -125,6 +127,8 @@ class Sampler:
         return self.cache_kw is not None and config is not None and not config.is_encoder_decoder
 
     def _forward(self, ids, am, pos, cache, logits_to_keep=1):
+        if isinstance(cache, lean_forward.BufferCache):
+            return self.lean(ids, pos, am, cache, logits_to_keep=1)[:, -1].float()
         kw = {self.cache_kw: cache}
         out = self.model(input_ids=ids, attention_mask=am, position_ids=pos, use_cache=True,
                          logits_to_keep=logits_to_keep, **kw)
@@ -132,16 +136,21 @@ class Sampler:
 
     def _prefill(self, ids, am, n: int):
         """Run each prompt once; return the next-token logits and a cache for its n samples, or None."""
+        capacity = ids.shape[1] + self.max_new_tokens
+        # float32 attention (rlx.perf.fp32_attention) reads float32 keys/values: convert once, not every step
+        fp32 = getattr(self.model.config, "_attn_implementation", None) == FP32_SDPA
+        dtype = torch.float32 if fp32 else None
+        self.lean = lean_forward.for_model(self.model)
+        if self.lean is not None:
+            grow = self.lean.new_cache()
+            logits = self.lean(ids, position_ids_from_mask(am), am, grow, logits_to_keep=1)[:, -1].float()
+            return logits.repeat_interleave(n, 0), lean_forward.BufferCache(grow, n, capacity, dtype)
         cache = new_cache(self.model)
         logits = self._forward(ids, am, position_ids_from_mask(am), cache)
         if not plain_layers(cache):
             return None
         if self._layer_cls is None:
             self._layer_cls = _buffer_layer_class()
-        capacity = ids.shape[1] + self.max_new_tokens
-        # float32 attention (rlx.perf.fp32_attention) reads float32 keys/values: convert once, not every step
-        fp32 = getattr(self.model.config, "_attn_implementation", None) == FP32_SDPA
-        dtype = torch.float32 if fp32 else None
         cache.layers = [self._layer_cls(layer.keys, layer.values, n, capacity, dtype) for layer in cache.layers]
         return logits.repeat_interleave(n, 0), cache
 
@@ -156,6 +165,11 @@ class Sampler:
         """(completion ids [B·n, T'], their log-probs [B·n, T'] or None without ``with_logp``); pad and log-prob 0
         after EOS; T' ≤ max_new_tokens: the loop stops when all rows ended. None when the model's cache is
         not one this loop handles (the caller falls back to ``generate``)."""
+        lean = lean_forward.for_model(self.model)
+        with lean.decoding() if lean is not None else contextlib.nullcontext():
+            return self._sample(ids, am, n, greedy, with_logp)
+
+    def _sample(self, ids, am, n, greedy, with_logp):
         pre = self._prefill(ids, am, n)
         if pre is None:
             return None
@@ -181,7 +195,10 @@ class Sampler:
             if n_alive <= 0.75 * len(rows):                  # drop finished rows from the batch
                 keep = alive.nonzero().squeeze(1)
                 rows, alive, tok, mask, pos = rows[keep], alive[keep], tok[keep], mask[keep], pos[keep]
-                for layer in cache.layers:
-                    layer.batch_select_indices(keep)
+                if isinstance(cache, lean_forward.BufferCache):
+                    cache.select(keep)
+                else:
+                    for layer in cache.layers:
+                        layer.batch_select_indices(keep)
             logits = self._forward(tok[:, None], mask[:, :P + t + 1], (pos + t)[:, None], cache)
         return out[:, :t + 1], (logp[:, :t + 1] if with_logp else None)

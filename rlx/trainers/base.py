@@ -23,6 +23,7 @@ from rlx.checkpoint import Checkpointer, full_optimizer_state, load_optimizer_st
 from rlx.data.prompts import context_warning
 from rlx.dist import Dist
 from rlx.metrics import peak_mem_gb
+from rlx.models import lean as lean_forward
 from rlx.models import make_reference, memory
 from rlx.registry import ENGINES, build
 from rlx.rewards.vote import maj_at_k, pass_at_k
@@ -60,6 +61,10 @@ class Trainer:
         self.ref = make_reference(self.model) if self.algo.needs_ref else None
         if self.ref is not None and self.autocast:
             perf.bf16_linear_reference(self.ref, self.model)
+        if not hw.get("lean_forward", True):   # rlx/models/lean.py: the transformers forward everywhere
+            for m in (self.model, self.ref):
+                if m is not None:
+                    lean_forward.disable(m)
         self.model = self.dist.wrap(self.model)
         self.engine = ENGINES.get(cfg.rollout.engine)(cfg.rollout, self.model, self.tok, device=self.device,
                                                       autocast=self.autocast)
