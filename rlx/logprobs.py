@@ -41,9 +41,13 @@ def _sharded(model) -> bool:
     return isinstance(model, FSDPModule)
 
 
-# Sharing runs two forward calls; it pays when (prompt tokens saved) x (parameters) exceeds this. Measured on
-# the 1M model (docs/performance.md): a call costs about as much as 50-100 tokens, i.e. 5e7-1e8 token-params.
+# Sharing runs two forward calls, and every weight then gets two gradient contributions that autograd adds
+# (a pass over all parameters). It pays when the prompt tokens saved outweigh both (docs/performance.md):
+#  - a call's fixed cost, about 50-100 tokens' worth on the 1M model: (tokens saved) x (parameters) >= 1e8;
+#  - the extra pass over the parameters, about 80 tokens' worth whatever the size (30M, bf16 autocast: DPO's
+#    8 pairs save 48 prompt tokens and sharing made the step 20% slower; GRPO 8x8 saves 336 and gains 5%).
 SHARE_MIN_TOKEN_PARAMS = 1e8
+SHARE_MIN_TOKENS = 96
 _PARAMS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -53,12 +57,16 @@ def _n_params(model) -> int:
     return _PARAMS[model]
 
 
+def _sharing_pays(saved_tokens: int, model) -> bool:
+    return saved_tokens >= SHARE_MIN_TOKENS and saved_tokens * _n_params(model) >= SHARE_MIN_TOKEN_PARAMS
+
+
 def _shared_prompts(model, ids, am, P: int):
     """(unique-prompt index of each row, unique prompt rows) when prompts repeat and the model can take a cache."""
     n = ids.shape[0]
     if P == 0 or n < 2 or getattr(model, "config", None) is None or cache_kwarg(model) is None:
         return None
-    if (n - 1) * P * _n_params(model) < SHARE_MIN_TOKEN_PARAMS:   # even one prompt for all rows would not pay
+    if not _sharing_pays((n - 1) * P, model):   # even one prompt for all rows would not pay
         return None
     if lean_forward.checkpointing(model) or _sharded(model):
         return None
@@ -66,8 +74,7 @@ def _shared_prompts(model, ids, am, P: int):
     # rows -> one random projection each (a 1-D unique is far cheaper than unique(dim=0)); checked exactly below
     proj = torch.randn(key.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     uniq, inverse = torch.unique(key.double() @ proj.to(key.device), return_inverse=True)
-    # two forward calls instead of one pay off once the prompt tokens saved outweigh a call's fixed cost
-    if (n - uniq.shape[0]) * P * _n_params(model) < SHARE_MIN_TOKEN_PARAMS:
+    if not _sharing_pays((n - uniq.shape[0]) * P, model):
         return None
     first = torch.full((uniq.shape[0],), n, dtype=torch.long, device=ids.device)
     first = first.scatter_reduce(0, inverse, torch.arange(n, device=ids.device), "amin")

@@ -72,6 +72,19 @@ def test_cached_decode_equals_transformers(tiny):
         assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
 
 
+def test_frozen_weights_change_no_bit_in_float32(tiny):
+    """``decoding()`` merges q|k|v and gate|up and normalises and rotates q and k together: the same bits."""
+    model, tok = tiny
+    fast = lean.for_model(copy.deepcopy(model).eval())
+    ids, am, pos = _inputs(tok)
+    with torch.no_grad():
+        plain = fast(ids, pos, am)
+        with fast.decoding():
+            assert fast._frozen is not None and not fast._frozen.packed
+            frozen = fast(ids, pos, am)
+    assert torch.equal(frozen, plain)
+
+
 def test_autocast_forward_equals_transformers_and_packed_weights_change_no_bit(tiny):
     """bf16 autocast with float32 attention (the 30M path): the lean forward gives transformers' logits, and
     ``decoding()`` (bf16 weights packed once for oneDNN) gives the same bits without autograd only."""

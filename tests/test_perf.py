@@ -93,6 +93,7 @@ def test_shared_prompt_forward_equals_plain_forward(tiny, monkeypatch):
     # 16 rows, 4 prompts of <= 6 tokens: 12 x 6 x 1.0e6 = 7e7 token-params saved, under the 1e8 break-even
     assert LP._shared_prompts(model, *trimmed, P) is None
     monkeypatch.setattr(LP, "SHARE_MIN_TOKEN_PARAMS", 0)
+    monkeypatch.setattr(LP, "SHARE_MIN_TOKENS", 0)   # 72 prompt tokens saved: under the 96-token break-even too
     assert LP._shared_prompts(model, *trimmed, P) is not None
     w = torch.randn(mask.shape)
 
