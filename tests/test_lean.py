@@ -129,3 +129,25 @@ def test_switch_composes(cfg):
 
     assert cfg.hardware.lean_forward is True
     assert rlx.compose(["hardware.lean_forward=false"]).hardware.lean_forward is False
+
+
+@pytest.mark.parametrize("algo", ["grpo", "dpo"])
+def test_a_run_gives_the_same_metrics_with_the_lean_forward_off(tmp_path, algo, capsys, warm_tiny):
+    """Sampling, reference and training forwards, the update and the evaluation through the lean forward give
+    the metrics of the same run through transformers' forward (every value of every step but perf/*). The
+    warm-started model, so that GRPO's groups have reward variance and the updates move the weights."""
+    from conftest import read_metrics
+
+    import rlx
+
+    runs = {}
+    for flag in ("true", "false"):
+        cfg = rlx.compose([f"algo={algo}", "trainer.progress=false", "trainer.steps=3", "trainer.eval_every=3",
+                           "data.eval_size=32", *(["data.pref_eval_size=16"] if algo == "dpo" else []), "data.prompts_per_step=4", "hardware.autocast=false",
+                           f"hardware.lean_forward={flag}"])
+        rlx.run(cfg, run_dir=tmp_path / flag)
+        runs[flag] = [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in read_metrics(tmp_path / flag)]
+        printed = capsys.readouterr()
+        assert ("lean forward: on" in printed.out + printed.err) == (flag == "true")   # the run did use it
+    assert len(runs["true"]) == 4 and runs["true"][-1]["optim/grad_norm"] > 0   # eval at step 0, then 3 updates
+    assert runs["true"] == runs["false"]

@@ -1,16 +1,19 @@
 """A lean forward for Llama-family decoders (Qwen3, Qwen2, Llama), on the transformers model's own weights.
 
 Why: at the sizes rlx trains on a CPU (1M–30M parameters) a transformers forward call costs
-milliseconds of Python before any arithmetic: mask building, output dataclasses, cache objects,
-decorators and about fifteen module calls per layer (docs/performance.md: a 64-row one-token decode
-of the 1M model is almost all overhead). This runs the same arithmetic, in the same order and the
-same dtypes, as a plain function over the same ``nn.Parameter`` objects: RMSNorm in float32,
+milliseconds of Python around its arithmetic: mask building, output dataclasses, cache objects,
+decorators and about fifteen module calls per layer (a 64-row one-token decode of the 1M model: 6.8 ms
+through transformers, 4.8 ms here, of which the matmuls are about 1.4 ms). This runs the same
+arithmetic, in the same order and the same dtypes, as a plain function over the same ``nn.Parameter``
+objects: RMSNorm in float32,
 q/k/v projections, Qwen3's per-head q/k norms, RoPE from the model's own rotary module (so every
 rope type it supports), scaled-dot-product attention with grouped KV heads, the SiLU-gated MLP,
 the final norm and the head on the kept positions. Gradients flow into the model's parameters as
 through the transformers forward; nothing is copied.
 
-It is used only where it is exactly the transformers forward: ``for_model`` returns None (callers
+Full-sequence forwards give transformers' logits and gradients bit for bit (tests); the one-query
+decode step computes the same attention as a small matmul, equal within float rounding. It is used
+only where it computes what the transformers forward computes: ``for_model`` returns None (callers
 fall back to the transformers call) for another architecture, a PEFT or FSDP wrapper, activation
 checkpointing, dropout, sliding-window layers or an attention other than sdpa, and it checks its
 logits against the transformers forward once per model before it is used (``SELF_CHECK_ATOL``).
@@ -18,7 +21,8 @@ Under CPU autocast with ``rlx.perf.fp32_attention`` on, attention runs in float3
 
 Two caches: ``GrowCache`` (keys/values concatenated, autograd-friendly: the shared-prompt training
 forward indexes a prompt's cache out to its rows) and ``BufferCache`` (allocated once for the whole
-generation, written in place: the sampler).
+generation, written in place: the sampler). ``decoding()`` (the sampler enters it) builds ``Frozen``
+weights for the forwards of one generation. docs/performance.md has the measurements.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch.nn.functional as F
 
 SUPPORTED = ("qwen3", "qwen2", "llama")
 SELF_CHECK_ATOL = 1e-4
+FROZEN_MAX_PARAMS = 100_000_000   # decoding(): a merged copy of the weights (<= 400 MB in float32) per generation
 
 
 class GrowCache:
@@ -150,13 +155,15 @@ class LeanForward:
         self.qk_norm = hasattr(attn, "q_norm")
         self.intermediate = self.layers[0].mlp.gate_proj.out_features
         self._frozen = None   # a Frozen inside decoding()
+        self.n_params = sum(p.numel() for p in model.parameters())
 
     @contextlib.contextmanager
     def decoding(self):
-        """Generation: forwards without autograd use ``Frozen`` weights built once here (CPU only; on other
-        devices this changes nothing). Forwards with autograd inside it use the live parameters."""
+        """Generation: forwards without autograd use ``Frozen`` weights built once here (CPU models of at most
+        ``FROZEN_MAX_PARAMS``: the merged copy costs their size again in memory, and larger models gain
+        little; elsewhere this changes nothing). Forwards with autograd inside it use the live parameters."""
         frozen = None
-        if self.embed.weight.device.type == "cpu":
+        if self.embed.weight.device.type == "cpu" and self.n_params <= FROZEN_MAX_PARAMS:
             packed = (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
                       and _onednn_linear())
             if packed or not torch.is_autocast_enabled("cpu"):
