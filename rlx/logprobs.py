@@ -9,6 +9,7 @@
     The gradient flows back through the index into the shared prompt (index backward sums the rows),
     so it equals the plain forward's. With 6-token prompts and 4-token answers at G=8 this runs
     6 + 8·4 = 38 tokens per group instead of 8·10 = 80.
+Both go through the lean forward (``rlx.models.lean``) where it applies, transformers' forward otherwise.
 The logits are reduced to log-probs by ``ops.logprobs_from_logits``, which never materialises a
 float32 log-softmax of the whole vocabulary.
 """

@@ -6,7 +6,10 @@ What it does differently from ``model.generate`` (and why it is faster, docs/per
   - the cache lives in buffers allocated once for the longest possible sequence; a step writes one
     column in place instead of re-allocating the whole cache (``torch.cat`` per layer per step);
   - rows that have produced EOS leave the batch once a quarter of it has ended, and the loop stops
-    when every row has ended.
+    when every row has ended;
+  - for Qwen3/Qwen2/Llama models the forward is ``rlx.models.lean`` (its ``BufferCache``, and weights
+    merged and packed once per generation in ``decoding()``); other models run their own forward with
+    a transformers cache whose layers are replaced by preallocated buffers.
 
 Sampling is the same distribution as transformers' sampling with the same settings: float32 logits,
 then temperature, top-k and top-p in transformers' order (its own logits warpers), softmax and
