@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# GPU check (issue 8): GRPO with a randomly initialised Qwen2.5-0.5B (no downloads) on the HF engine and,
-# if vLLM is installed, on vLLM; prints generation tokens/s and step time. At most ~8 minutes.
+# GPU check (issue 8): GRPO with a randomly initialised Qwen2.5-0.5B (no downloads) on the HF engine with the
+# lean forward on and off (rlx/models/lean.py) and, if vLLM is installed, on vLLM; prints generation tokens/s,
+# step time and peak memory. At most ~10 minutes.
 #   bash benchmarks/gpu_check.sh            (on a machine with one CUDA GPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/rlx_gpu_check}"; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
-COMMON=(model=qwen0_5b trainer.steps=12 trainer.eval_every=0 data.eval_size=64 data.prompts_per_step=16
+COMMON=(model=qwen0_5b trainer.steps=10 trainer.eval_every=0 data.eval_size=64 data.prompts_per_step=16
         rollout.max_new_tokens=64 trainer.micro_batch_size=32 trainer.progress=false)
 timeout 240 python -m rlx "${COMMON[@]}" model.init=random hardware=gpu hydra.run.dir="$OUT/hf"
+timeout 240 python -m rlx "${COMMON[@]}" model.init=random hardware=gpu hardware.lean_forward=false \
+  hydra.run.dir="$OUT/hf_transformers_forward"
 # vLLM loads from disk: save the same random architecture first.
 if python -c "import vllm" 2>/dev/null; then
   python - "$OUT/model" <<'PY'
@@ -21,12 +24,13 @@ PY
 fi
 python - "$OUT" <<'PY'
 import json, statistics, sys, pathlib
-for eng in ("hf", "vllm"):
+for eng in ("hf", "hf_transformers_forward", "vllm"):
     p = pathlib.Path(sys.argv[1]) / eng / "metrics.jsonl"
     if not p.exists():
         continue
-    rows = [json.loads(l) for l in p.read_text().splitlines()][3:]   # skip step 0 and two warm-up steps
+    rows = [r for r in map(json.loads, p.read_text().splitlines()) if "perf/step_s" in r][2:]   # 2 warm-up steps
     med = lambda k: statistics.median(r[k] for r in rows if k in r)
-    print(json.dumps({"engine": eng, "step_s": med("perf/step_s"), "gen_tokens_per_s": med("perf/tokens_per_s"),
+    print(json.dumps({"engine": eng, "step_s": med("perf/step_s"), "gen_s": med("perf/gen_s"),
+                      "train_s": med("perf/train_s"), "gen_tokens_per_s": med("perf/tokens_per_s"),
                       "peak_mem_gb": max(r["perf/peak_mem_gb"] for r in rows)}))
 PY

@@ -185,14 +185,17 @@ class OnlineTrainer(Trainer):
         fields = self.reward_fields(records, out, G, train=True)   # no data fields for label-free algorithms
         prompts = [r["prompt"] for r in records for _ in range(G)]
         scored = self.reward.score(prompts, out.texts, **fields)
+        # rewards and their bookkeeping live on the CPU (the reward functions return Python numbers); the engine's
+        # masks come from the generation device, so they are brought over once here (a no-op on a CPU run)
+        gen_mask, truncated = out.response_mask.cpu(), out.truncated.cpu()
         shaped, shape_metrics = self.algo.shape_rewards(torch.tensor(scored["total"], dtype=torch.float32),
-                                                        out.response_mask, self.cfg.rollout.max_new_tokens)
+                                                        gen_mask, self.cfg.rollout.max_new_tokens)
         scored["total"] = shaped.tolist()
-        raw = dict(scored, response_mask=out.response_mask, truncated=out.truncated, gen_s=gen_s,
+        raw = dict(scored, response_mask=gen_mask, truncated=truncated, gen_s=gen_s,
                    gen_tokens=out.gen_tokens, shape_metrics=shape_metrics)
         rewards = shaped.clone()
         failed = torch.tensor(scored["failed"])
-        resp_mask = out.response_mask & ~failed.unsqueeze(-1)   # unscorable samples never train
+        resp_mask = gen_mask & ~failed.unsqueeze(-1)   # unscorable samples never train
         if failed.any():
             g = rewards.view(-1, G)
             fill = torch.nanmean(g, -1, keepdim=True).nan_to_num(0.0).expand_as(g).reshape(-1)
