@@ -11,8 +11,10 @@ rope type it supports), scaled-dot-product attention with grouped KV heads, the 
 the final norm and the head on the kept positions. Gradients flow into the model's parameters as
 through the transformers forward; nothing is copied.
 
-Full-sequence forwards give transformers' logits and gradients bit for bit (tests); the one-query
-decode step computes the same attention as a small matmul, equal within float rounding. It is used
+On the CPU, full-sequence forwards give transformers' logits and gradients bit for bit (tests); the
+one-query decode step computes the same attention as a small matmul, equal within float rounding. On
+CUDA the attention kernels differ from transformers' (``enable_gqa``, the decode matmul), so results
+agree within bf16 rounding there (docs/performance.md, measured on an H100). It is used
 only where it computes what the transformers forward computes: ``for_model`` returns None (callers
 fall back to the transformers call) for another architecture, a PEFT or FSDP wrapper, activation
 checkpointing, dropout, sliding-window layers or an attention other than sdpa, and it checks its
@@ -262,7 +264,7 @@ def _sdpa(q, k, v, mask, scale, n_rep):
     if q.shape[2] == 1 and not torch.is_grad_enabled():   # one decode step
         return _decode_attention(q, k, v, mask, scale, n_rep)
     # enable_gqa: each KV head serves n_rep consecutive query heads, as transformers' repeat_kv, without
-    # materialising the repeated keys/values (equal to it bit for bit; 1.5x faster forward+backward at 30M)
+    # materialising the repeated keys/values (on the CPU equal to it bit for bit; 1.5x faster fwd+bwd at 30M)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=n_rep > 1)
 
 
