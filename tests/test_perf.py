@@ -38,8 +38,13 @@ def _eos_first(tiny, ends: list[bool]):
     return model, tok
 
 
-def test_greedy_sampler_equals_generate_token_for_token(tiny):
+@pytest.mark.parametrize("lean_forward", [True, False], ids=["lean_forward", "model_forward"])
+def test_greedy_sampler_equals_generate_token_for_token(tiny, lean_forward):
+    from rlx.models import lean
+
     model, tok = _eos_first(tiny, [True, False, True, False])
+    if not lean_forward:   # the sampler's other path: the model's own forward with a buffered transformers cache
+        lean.disable(model)
     fast, slow = _engine(model, tok), _engine(model, tok)
     slow.fast = False
     prompts = PROMPTS * 8

@@ -60,20 +60,22 @@ class GrowCache:
         return out
 
 
+def repeated_buffer(src: torch.Tensor, repeats: int, capacity: int, dtype=None) -> torch.Tensor:
+    """[B·repeats, H, capacity, D] buffer whose first L columns hold each row of ``src`` [B, H, L, D] repeated
+    ``repeats`` times in a row (a prompt's cache for its samples); the rest is filled as tokens arrive."""
+    B, H, L, D = src.shape
+    buf = src.new_empty(B * repeats, H, capacity, D, dtype=dtype or src.dtype)
+    buf.view(B, repeats, H, capacity, D)[:, :, :, :L] = src.unsqueeze(1)
+    return buf
+
+
 class BufferCache:
     """Keys/values in buffers sized for the whole generation; ``update`` writes the new columns in place."""
 
     def __init__(self, prefill: GrowCache, repeats: int, capacity: int, dtype=None):
         self.n = prefill.k[0].shape[2]
-        self.k, self.v = [], []
-        for src_k, src_v in zip(prefill.k, prefill.v):
-            B, H, L, D = src_k.shape
-            bk = src_k.new_empty(B * repeats, H, capacity, D, dtype=dtype or src_k.dtype)
-            bv = src_v.new_empty(B * repeats, H, capacity, src_v.shape[-1], dtype=dtype or src_v.dtype)
-            bk.view(B, repeats, H, capacity, D)[:, :, :, :L] = src_k.unsqueeze(1)
-            bv.view(B, repeats, H, capacity, -1)[:, :, :, :L] = src_v.unsqueeze(1)
-            self.k.append(bk)
-            self.v.append(bv)
+        self.k = [repeated_buffer(k, repeats, capacity, dtype) for k in prefill.k]
+        self.v = [repeated_buffer(v, repeats, capacity, dtype) for v in prefill.v]
 
     def update(self, i: int, k, v):
         end = self.n + k.shape[2]

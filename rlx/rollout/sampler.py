@@ -75,12 +75,9 @@ def _buffer_layer_class():
 
         def __init__(self, keys: torch.Tensor, values: torch.Tensor, repeats: int, capacity: int, dtype=None):
             super().__init__()
-            B, H, L, _ = keys.shape
-            self._k = keys.new_empty(B * repeats, H, capacity, keys.shape[-1], dtype=dtype or keys.dtype)
-            self._v = values.new_empty(B * repeats, H, capacity, values.shape[-1], dtype=dtype or values.dtype)
-            for buf, src in ((self._k, keys), (self._v, values)):
-                buf.view(B, repeats, *buf.shape[1:])[:, :, :, :L] = src.unsqueeze(1)
-            self.n, self.device, self.is_initialized = L, keys.device, True
+            self._k = lean_forward.repeated_buffer(keys, repeats, capacity, dtype)
+            self._v = lean_forward.repeated_buffer(values, repeats, capacity, dtype)
+            self.n, self.device, self.is_initialized = keys.shape[2], keys.device, True
             self._views()
 
         def _views(self):
@@ -123,6 +120,7 @@ class Sampler:
             warpers.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
         self.warpers = warpers
         self._layer_cls = None
+        self.lean = None   # the model's lean forward, looked up at each call
 
     @property
     def supported(self) -> bool:
@@ -143,7 +141,6 @@ class Sampler:
         # float32 attention (rlx.perf.fp32_attention) reads float32 keys/values: convert once, not every step
         fp32 = getattr(self.model.config, "_attn_implementation", None) == FP32_SDPA
         dtype = torch.float32 if fp32 else None
-        self.lean = lean_forward.for_model(self.model)
         if self.lean is not None:
             grow = self.lean.new_cache()
             logits = self.lean(ids, position_ids_from_mask(am), am, grow, logits_to_keep=1)[:, -1].float()
@@ -168,8 +165,8 @@ class Sampler:
         """(completion ids [B·n, T'], their log-probs [B·n, T'] or None without ``with_logp``); pad and log-prob 0
         after EOS; T' ≤ max_new_tokens: the loop stops when all rows ended. None when the model's cache is
         not one this loop handles (the caller falls back to ``generate``)."""
-        lean = lean_forward.for_model(self.model)
-        with lean.decoding() if lean is not None else contextlib.nullcontext():
+        self.lean = lean_forward.for_model(self.model)   # None: the model's own forward (_prefill, _forward)
+        with self.lean.decoding() if self.lean is not None else contextlib.nullcontext():
             return self._sample(ids, am, n, greedy, with_logp)
 
     def _sample(self, ids, am, n, greedy, with_logp):
