@@ -33,7 +33,8 @@ def setup(threads: int) -> None:
 def model_dir(size: str) -> Path:
     """Directory of the benchmark model ``1m`` or ``30m`` (built on first use)."""
     import rlx
-    from rlx.models.tiny import cache_root, ensure_tiny
+    from rlx.models.tiny import cache_root
+    from rlx.trainers.embedded import ensure_tiny
 
     cfg = rlx.compose(["trainer.progress=false"])
     tiny = ensure_tiny(cfg.model, log=lambda *a: None)
@@ -87,7 +88,9 @@ def reward_funcs():
 def rlx_trainer(overrides: list[str], run_dir: str | None = None):
     """An rlx trainer for ``overrides`` (the objects ``python -m rlx <overrides>`` builds)."""
     import rlx
-    from rlx.registry import TRAINERS, _load_components, build
+    from rlx.catalogue import build
+    from rlx.catalogue import load as _load_components
+    from rlx.registry import TRAINERS
 
     _load_components()
     cfg = rlx.compose(["trainer.progress=false", "trainer.eval_every=0", "tracker=none", *overrides])

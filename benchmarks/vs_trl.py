@@ -118,7 +118,7 @@ def run_workload(name: str, a) -> list[dict]:
     path, steps = model_dir(size), a.warmup + a.steps
     data = pairs_file(B * (steps + 2) * 4) if algo == "dpo" else None
     rlx = rlx_grpo(path, B, G, L, beta, a.threads) if algo == "grpo" else rlx_dpo(path, B, beta, a.threads, data)
-    autocast = rlx.autocast   # hardware.autocast=null: rlx picks the dtype (rlx/perf.py); TRL gets the same
+    autocast = rlx.autocast   # hardware.autocast=null: rlx picks the dtype (rlx/runtime/speed.py); TRL gets the same
     rows = []
     for vname, kw in variants(autocast):
         rlx_times = []

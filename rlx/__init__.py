@@ -6,9 +6,9 @@
     result = rlx.run(cfg)
 """
 
+from rlx.catalogue import build
 from rlx.config import ConfigError, compose
-from rlx.registry import build
-from rlx.run import run
+from rlx.runner import run
 
 __all__ = ["compose", "build", "run", "ConfigError"]
 __version__ = "0.1.0"

@@ -23,13 +23,13 @@ def main() -> None:
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def app(cfg):
         from rlx.config import batch_table
-        from rlx.run import run
+        from rlx.runner import run
         from rlx.sweep import in_multirun, run_isolated
 
         if in_multirun():  # each sweep job trains in its own process (rlx/sweep.py says why)
             return run_isolated(cfg)
-        from rlx.checkpoint import ResumeError
         from rlx.config import check_names
+        from rlx.runtime.checkpoint import ResumeError
         from rlx.trainers.base import NonFiniteError
 
         try:  # exit 2: a config or resume error, before any model or data loads; 3: non-finite steps

@@ -120,7 +120,7 @@ class MetricAccumulator:
         self.loss_now = defaultdict(float)
 
     def result(self, dist=None) -> dict:
-        """The step's metrics; with ``dist`` (rlx.dist.Dist) combined over ranks first."""
+        """The step's metrics; with ``dist`` (rlx.runtime.dist.Dist) combined over ranks first."""
         sums, weights, ext = dict(self.sums), dict(self.weights), dict(self.ext)
         losses = {k: sum(v) / len(v) for k, v in self.loss_all.items() if v}
         if dist is not None:

@@ -2,7 +2,8 @@
 
 ``Registry(kind).register(name)`` decorates a factory; ``build(cfg)`` calls the factory registered
 under ``cfg.name`` with the config node. Unknown names fail loudly with the closest valid choice.
-This is the only module that maps names to components (STYLE.md rule 5).
+This is the only module that maps names to components (STYLE.md rule 5). It imports no component:
+``rlx.catalogue`` imports the component packages, whose decorators fill these registries.
 """
 
 from __future__ import annotations
@@ -77,30 +78,3 @@ def registry(kind: str) -> Registry:
         hint = closest(kind, _KINDS)
         raise RegistryError(f"unknown registry kind '{kind}'" + (f"; did you mean '{hint}'?" if hint else ""))
     return _KINDS[kind]
-
-
-def build(kind: str, cfg, *args, **kwargs) -> Any:
-    """``rlx.build(kind, cfg)``: the object a config node describes.
-
-    ``model`` nodes are keyed by ``source`` (embedded | hub), because many presets share one loader;
-    ``reward`` nodes are composites of ``terms``, each keyed by its ``fn``.
-    """
-    _load_components()
-    if kind == "model":
-        return MODELS.build(cfg, *args, key="source", **kwargs)
-    if kind == "reward":
-        from rlx.rewards.composite import CompositeReward
-
-        return CompositeReward(cfg)
-    return registry(kind).build(cfg, *args, **kwargs)
-
-
-def _load_components() -> None:
-    # Importing the packages runs their @register decorators (explicit imports, no discovery).
-    import rlx.algos  # noqa: F401
-    import rlx.data  # noqa: F401
-    import rlx.models  # noqa: F401
-    import rlx.rewards  # noqa: F401
-    import rlx.rollout  # noqa: F401
-    import rlx.track  # noqa: F401
-    import rlx.trainers  # noqa: F401

@@ -50,7 +50,7 @@ def warm_tiny(cfg):
     """Builds the warm-started embedded model (SFT to dev accuracy 0.2, ~40 s once per cache) so
     that runs with the default ``model=tiny`` have a reward signal."""
     import rlx
-    from rlx.models.tiny import ensure_tiny
+    from rlx.trainers.embedded import ensure_tiny
 
     return ensure_tiny(rlx.compose([]).model, log=lambda *_: None)
 

@@ -17,9 +17,10 @@ import pytest
 from conftest import REPO
 from omegaconf import OmegaConf
 
-from rlx import compare
-from rlx.config import _check_overrides, _compose_raw, _jobs, validate
-from rlx.report_png import COLORS
+from rlx.config import validate
+from rlx.config.compose import _check_overrides, _compose_raw, _jobs
+from rlx.report import compare
+from rlx.report.png import COLORS
 from rlx.sweep import sweep_group, threads_per_job
 
 # Two arms x two seeds, small enough to check by hand (steps 0-4; eval at 0, 2, 4).

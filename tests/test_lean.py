@@ -9,7 +9,7 @@ import torch
 
 from rlx.models import lean
 from rlx.ops import position_ids_from_mask
-from rlx.perf import fp32_attention
+from rlx.runtime.speed import fp32_attention
 
 PROMPTS = ["1+1=", "10+10=", "99+7=", "5+62="]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rlx.algos.grpo import grpo_loss
-from rlx.trainers.online import token_logprobs
+from rlx.models.logprobs import token_logprobs
 
 
 def _encode(tok, prompts, completions):

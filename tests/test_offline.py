@@ -159,7 +159,7 @@ def test_true_score_hidden_rule():
 
 def make_trainer(tmp_path, *overrides):
     cfg = rlx.compose([*FAST, "hardware.num_threads=1", *overrides])
-    from rlx.registry import _load_components
+    from rlx.catalogue import load as _load_components
 
     _load_components()
     return TRAINERS.get("offline")(cfg, tmp_path)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import rlx.logprobs as LP
+import rlx.models.logprobs as LP
 from rlx.ops import logprobs_from_logits
-from rlx.perf import FP32_SDPA, fp32_attention, resolve_autocast
 from rlx.rollout.hf import HFEngine
+from rlx.runtime.speed import FP32_SDPA, fp32_attention, resolve_autocast
 
 PROMPTS = ["1+1=", "10+10=", "99+7=", "5+62="]   # 4, 6, 5 and 5 tokens: left padding differs per row
 
@@ -172,7 +172,7 @@ def test_fp32_attention_sampling_matches_its_training_forward(tiny):
 def test_bf16_linear_reference_is_exact_under_autocast(tiny):
     """Autocast casts float32 weights to bf16 at each call; storing them in bf16 once gives the same numbers."""
     from rlx.models import make_reference
-    from rlx.perf import bf16_linear_reference
+    from rlx.runtime.speed import bf16_linear_reference
 
     model, tok = tiny
     policy = copy.deepcopy(model)
@@ -188,7 +188,7 @@ def test_bf16_linear_reference_is_exact_under_autocast(tiny):
 
 
 def test_clip_grad_norm_equals_torch():
-    from rlx.perf import clip_grad_norm
+    from rlx.runtime.speed import clip_grad_norm
 
     for scale in (0.01, 10.0):   # within the limit (no multiply) and above it (scaled to norm 1)
         a = [torch.nn.Parameter(torch.zeros(3)) for _ in range(2)]

@@ -1,7 +1,7 @@
 """Reliability figures (docs/reliability.md): config errors, atomic checkpoints, the numerical guard,
 bad data rows and fault isolation. Exact resume, SIGTERM and determinism are in test_resume.py.
 
-Every fault here is real: a process SIGKILLed in the middle of a checkpoint write (RLX_FAULT, rlx/faults.py),
+Every fault here is real: a process SIGKILLed in the middle of a checkpoint write (RLX_FAULT, rlx/runtime/faults.py),
 truncated and corrupted checkpoint files, a learning rate that overflows the model, reward functions
 that return NaN, overflow, raise or hang, and an MLflow server that does not exist.
 """
@@ -22,9 +22,9 @@ import torch
 from conftest import FAST, REPO
 
 import rlx
-from rlx.checkpoint import Checkpointer, ResumeError, _step_of
 from rlx.config import ConfigError
 from rlx.registry import REWARDS
+from rlx.runtime.checkpoint import Checkpointer, ResumeError, _step_of
 
 # ---------------------------------------------------------------- 1. config errors (figure 4)
 
@@ -168,8 +168,8 @@ def test_config_checks_import_no_torch():
 
 
 def test_light_choice_lists_match_the_modules_that_use_them():
-    from rlx import choices
     from rlx.algos.common import CLIP_MODES
+    from rlx.config import choices
     from rlx.ops import AGG_MODES, KL_ESTIMATORS_ALL
     from rlx.rollout.correction import CORRECTIONS
 

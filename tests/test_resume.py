@@ -126,7 +126,7 @@ def wait_for_step(alive, run_dir: Path, step: int, timeout: float = 300) -> bool
 
 
 def newest_checkpoint(run_dir: Path) -> int:
-    from rlx.checkpoint import Checkpointer, _step_of
+    from rlx.runtime.checkpoint import Checkpointer, _step_of
 
     latest = Checkpointer(Path(run_dir) / "checkpoints").latest()
     return _step_of(latest) if latest else 0
@@ -241,7 +241,7 @@ def test_a_run_that_builds_the_embedded_model_equals_one_that_loads_it(tmp_path)
 
 
 def test_sigterm_saves_at_the_next_step_boundary_and_exits_143(grpo_ref, tmp_path):
-    from rlx.checkpoint import Checkpointer, _step_of
+    from rlx.runtime.checkpoint import Checkpointer, _step_of
 
     run_dir, k = tmp_path / "term", 3
     run_dir.mkdir()

@@ -311,9 +311,9 @@ def test_run_with_failing_and_slow_rewards_completes_and_the_update_ignores_them
     from conftest import FAST, read_metrics
     from omegaconf import open_dict
 
+    from rlx.models.logprobs import token_logprobs
     from rlx.ops import group_normalize
     from rlx.registry import TRAINERS
-    from rlx.trainers.online import token_logprobs
 
     cfg = rlx.compose(FAST + ["trainer.steps=2", "data.prompts_per_step=8", "algo.group_size=4", "algo.beta=0",
                               "hardware.num_threads=1"])

@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 import rlx
 from rlx.config import ConfigError, check_cli, group_choices
-from rlx.logprobs import token_logprobs
 from rlx.metrics import VOCABULARY
+from rlx.models.logprobs import token_logprobs
 from rlx.rollout.base import records_logprobs
 from rlx.rollout.correction import logp_mismatch, tis_weights
 from rlx.rollout.hf import HFEngine

@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 import rlx
 from rlx.config import group_choices
 from rlx.models import make_reference, prepare
+from rlx.models.logprobs import token_logprobs
 from rlx.models.memory import MemoryPlanError, check, estimate
-from rlx.trainers.online import token_logprobs
 
 
 def _batch(tok):
@@ -68,7 +68,7 @@ def test_memory_plan_refuses_what_cannot_fit():
 
 
 def _launcher(config_name):
-    from rlx.config import _compose_raw
+    from rlx.config.compose import _compose_raw
 
     return _compose_raw([], config_name, "sweeps", hydra=True).hydra.launcher
 

@@ -226,7 +226,7 @@ def test_credentials_in_tracking_uri_are_refused():
 
 
 def test_compare_reads_an_mlflow_experiment(mlflow_server, server_run, tmp_path):
-    from rlx import compare
+    from rlx.report import compare
 
     url, _ = mlflow_server
     runs = compare.load_mlflow(url, "rlx-test")

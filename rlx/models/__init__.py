@@ -11,6 +11,8 @@ import copy
 
 from rlx.registry import MODELS
 
+__all__ = ["load_pretrained", "make_reference", "prepare"]
+
 
 def _quiet():
     from transformers.utils import logging as hf_logging
@@ -18,7 +20,7 @@ def _quiet():
     hf_logging.disable_progress_bar()
 
 
-def _load_pretrained(path, dtype: str):
+def load_pretrained(path, dtype: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -73,16 +75,6 @@ def make_reference(model):
     return ref
 
 
-@MODELS.register("embedded")
-def load_embedded(cfg, log=print):
-    """(model, tokenizer) of the embedded model; ``model.path`` overrides the cached build."""
-    from rlx.models.tiny import ensure_tiny
-
-    path = cfg.path or ensure_tiny(cfg, log=log)
-    model, tok = _load_pretrained(path, cfg.dtype)
-    return prepare(model, cfg, log), tok
-
-
 @MODELS.register("hub")
 def load_hub(cfg, log=print):
     """(model, tokenizer) from ``model.path`` or ``model.hub_id``; ``model.init=random`` builds the
@@ -90,7 +82,7 @@ def load_hub(cfg, log=print):
     if cfg.init == "random":
         model, tok = random_from_arch(cfg, log)
     else:
-        model, tok = _load_pretrained(cfg.path or cfg.hub_id, cfg.dtype)
+        model, tok = load_pretrained(cfg.path or cfg.hub_id, cfg.dtype)
     return prepare(model, cfg, log), tok
 
 

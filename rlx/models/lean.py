@@ -19,7 +19,7 @@ only where it computes what the transformers forward computes: ``for_model`` ret
 fall back to the transformers call) for another architecture, a PEFT or FSDP wrapper, activation
 checkpointing, dropout, sliding-window layers or an attention other than sdpa, and it checks its
 logits against the transformers forward once per model before it is used (``SELF_CHECK_ATOL``).
-Under CPU autocast with ``rlx.perf.fp32_attention`` on, attention runs in float32 as there.
+Under CPU autocast with ``rlx.runtime.speed.fp32_attention`` on, attention runs in float32 as there.
 
 Two caches: ``GrowCache`` (keys/values concatenated, autograd-friendly: the shared-prompt training
 forward indexes a prompt's cache out to its rows) and ``BufferCache`` (allocated once for the whole
@@ -179,7 +179,7 @@ class LeanForward:
             self._frozen = None
 
     def fp32_attention(self) -> bool:
-        from rlx.perf import FP32_SDPA
+        from rlx.runtime.speed import FP32_SDPA
 
         return getattr(self.model.config, "_attn_implementation", None) == FP32_SDPA
 
@@ -302,7 +302,7 @@ _LEAN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def why_not(model) -> str | None:
     """Why the lean forward does not apply to ``model`` (None: it does)."""
-    from rlx.perf import FP32_SDPA
+    from rlx.runtime.speed import FP32_SDPA
 
     config = getattr(model, "config", None)
     if config is None or getattr(config, "model_type", None) not in SUPPORTED:

@@ -1,5 +1,6 @@
 """The embedded model: byte-level BPE trained on the task text + a ~1M-parameter Qwen3, warm-started
-by rlx's own SFT, built on first use and cached under ``$RLX_CACHE`` (default ``~/.cache/rlx``).
+by rlx's own SFT, built on first use and cached under ``$RLX_CACHE`` (default ``~/.cache/rlx``). This module
+holds the tokenizer, the architecture and the cache; the build that trains it is ``rlx/trainers/embedded.py``.
 
 It is saved and loaded through the same ``from_pretrained`` path a hub model uses. Qwen3 and not
 Qwen2: with ``model_type: qwen2`` AutoTokenizer silently swaps in Qwen2's pre-tokenizer
@@ -14,8 +15,6 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
-import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -83,42 +82,3 @@ def _lock(path: Path):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def ensure_tiny(cfg, log=print) -> Path:
-    """Directory of the embedded model for this recipe, building it if it is not cached."""
-    import torch
-
-    from rlx.data.arithmetic import ArithmeticTask
-
-    out = cache_root() / f"tiny-{recipe_hash(cfg)}"
-    if (out / "rlx_build.json").exists():
-        return out
-    # The build seeds and draws from torch's global generator; fork_rng restores the caller's state after it,
-    # so a run that builds the model (cold cache) samples exactly as one that loads it (warm cache).
-    with _lock(cache_root() / f".tiny-{recipe_hash(cfg)}.lock"), torch.random.fork_rng(devices=[]):
-        if (out / "rlx_build.json").exists():
-            return out
-        t0 = time.perf_counter()
-        w = cfg.warm_start
-        task = ArithmeticTask(ops=w.task.ops, max_operand=w.task.max_operand, seed=w.task.seed)
-        tok = build_tokenizer(task.corpus(), cfg.vocab_size)
-        model = build_model(cfg, tok)
-        info = {"params": sum(p.numel() for p in model.parameters()), "recipe": recipe_hash(cfg)}
-        if cfg.init == "pretrained":
-            from rlx.trainers.sft import warm_start
-
-            log(f"[rlx] building the embedded model (first use): SFT warm start to dev accuracy {w.dev_target}")
-            info.update(warm_start(model, tok, task, w, log=log))
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        info["build_s"] = round(time.perf_counter() - t0, 2)
-        (tmp / "rlx_build.json").write_text(json.dumps(info, indent=1))
-        os.replace(tmp, out)
-        log(f"[rlx] embedded model cached at {out} ({info['params']:,} params, {info['build_s']} s)")
-    return out

@@ -17,7 +17,7 @@ from rlx.registry import REWARDS
 
 @REWARDS.register("reward_model")
 def build_reward_model(cfg):
-    from rlx.trainers.sft import encode_sft
+    from rlx.models.encode import encode_sft
 
     if not cfg.get("path"):
         raise ValueError("reward=rm needs reward.path=<dir>: a run dir of algo=rm (or its model/ subdir)")

@@ -46,5 +46,5 @@ def tis_weights(old_logp: torch.Tensor, engine_logp: torch.Tensor, response_mask
     return weights, metrics
 
 
-# rollout.is_correction -> the weight function (rlx.choices.IS_CORRECTIONS lists the same names)
+# rollout.is_correction -> the weight function (rlx.config.choices.IS_CORRECTIONS lists the same names)
 CORRECTIONS = {"none": None, "tis": tis_weights}

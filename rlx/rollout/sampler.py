@@ -26,44 +26,13 @@ the loop already has and draws no random numbers, so the tokens are the same wit
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 
 import torch
 
 from rlx.models import lean as lean_forward
+from rlx.models.kv_cache import cache_kwarg, new_cache, plain_layers  # noqa: F401 (re-exported)
 from rlx.ops import position_ids_from_mask
-from rlx.perf import FP32_SDPA
-
-
-def cache_kwarg(model) -> str | None:
-    """Name of the forward's cache argument (``cache`` from transformers 5.2x, ``past_key_values`` before)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return _cache_kwarg(type(base))
-
-
-@functools.lru_cache(maxsize=64)
-def _cache_kwarg(cls) -> str | None:
-    params = inspect.signature(cls.forward).parameters
-    return "cache" if "cache" in params else "past_key_values" if "past_key_values" in params else None
-
-
-def new_cache(model):
-    from transformers import DynamicCache
-
-    config = getattr(model, "config", None)
-    try:
-        return DynamicCache(config=config)
-    except TypeError:  # older transformers: no config argument
-        return DynamicCache()
-
-
-def plain_layers(cache) -> bool:
-    """True when every layer is a plain full-attention DynamicLayer (rows can be copied and selected)."""
-    from transformers.cache_utils import DynamicLayer
-
-    layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
+from rlx.runtime.speed import FP32_SDPA
 
 
 def _buffer_layer_class():
@@ -138,7 +107,7 @@ class Sampler:
     def _prefill(self, ids, am, n: int):
         """Run each prompt once; return the next-token logits and a cache for its n samples, or None."""
         capacity = ids.shape[1] + self.max_new_tokens
-        # float32 attention (rlx.perf.fp32_attention) reads float32 keys/values: convert once, not every step
+        # float32 attention (rlx.runtime.speed.fp32_attention) reads float32 keys/values: convert once, not every step
         fp32 = getattr(self.model.config, "_attn_implementation", None) == FP32_SDPA
         dtype = torch.float32 if fp32 else None
         if self.lean is not None:

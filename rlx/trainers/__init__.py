@@ -1,3 +1,3 @@
-"""Trainers: ``online`` (every online algorithm), ``sft``; the offline preference loop joins here."""
+"""Trainers: ``online`` (every online algorithm), ``offline`` (preference pairs), ``sft`` and ``rm``."""
 
-from rlx.trainers import offline, online, pipeline, rm, sft  # noqa: F401
+from rlx.trainers import embedded, offline, online, rm, sft  # noqa: F401

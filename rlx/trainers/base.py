@@ -18,15 +18,22 @@ from pathlib import Path
 
 import torch
 
-from rlx import perf
-from rlx.checkpoint import Checkpointer, full_optimizer_state, load_optimizer_state, rng_state, set_rng_state
+from rlx.catalogue import build
 from rlx.data.prompts import context_warning
-from rlx.dist import Dist
 from rlx.metrics import peak_mem_gb
 from rlx.models import lean as lean_forward
 from rlx.models import make_reference, memory
-from rlx.registry import ENGINES, build
+from rlx.registry import ENGINES
 from rlx.rewards.vote import maj_at_k, pass_at_k
+from rlx.runtime import speed
+from rlx.runtime.checkpoint import (
+    Checkpointer,
+    full_optimizer_state,
+    load_optimizer_state,
+    rng_state,
+    set_rng_state,
+)
+from rlx.runtime.dist import Dist
 from rlx.track import NullTrackers, Trackers
 
 
@@ -36,7 +43,7 @@ class NonFiniteError(RuntimeError):
 
 class Trainer:
     def __init__(self, cfg, run_dir: Path, console=None):
-        from rlx.console import Console
+        from rlx.runtime.console import Console
 
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.console = console or Console(cfg)
@@ -57,10 +64,10 @@ class Trainer:
         memory.check(cfg, self.algo.needs_ref, log=self.console.print)
         self.model, self.tok = build("model", cfg.model, log=self.console.print)
         self.model.to(self.device).train()
-        self.autocast = perf.prepare(self.model, hw.get("autocast"), self.device, log=self.console.print)
+        self.autocast = speed.prepare(self.model, hw.get("autocast"), self.device, log=self.console.print)
         self.ref = make_reference(self.model) if self.algo.needs_ref else None
         if self.ref is not None and self.autocast:
-            perf.bf16_linear_reference(self.ref, self.model)
+            speed.bf16_linear_reference(self.ref, self.model)
         if not hw.get("lean_forward", True):   # rlx/models/lean.py: the transformers forward everywhere
             for m in (self.model, self.ref):
                 if m is not None:

@@ -31,13 +31,13 @@ import time
 
 import torch
 
-from rlx import perf
 from rlx.algos.preference import PrefBatch, ordered_pairs, pref_metrics
 from rlx.data.preference import tokenize_example
+from rlx.models.logprobs import token_logprobs
 from rlx.ops import masked_sum
 from rlx.registry import TRAINERS
+from rlx.runtime import speed
 from rlx.trainers.base import Trainer
-from rlx.trainers.online import token_logprobs
 
 
 def layout_rows(records: list[dict], layout: str, algo_name: str = "") -> list[tuple[int, list[int], list | None]]:
@@ -112,7 +112,7 @@ class OfflineTrainer(Trainer):
         main, index, kl, kl_index = self.sequences("train", records, rows)                 # 3
         ref, ref_kl = self.reference(main), self.reference(kl) if kl_index is not None else None   # 4
         batch, loss, metrics = self.update(main, index, records, rows, ref, ref_kl, kl, kl_index)   # 5
-        grad_norm = perf.clip_grad_norm(self.trainable_parameters(), self.cfg.trainer.grad_clip or math.inf)  # 6
+        grad_norm = speed.clip_grad_norm(self.trainable_parameters(), self.cfg.trainer.grad_clip or math.inf)  # 6
         if self.guard(loss=loss, grad_norm=grad_norm):
             self.optim.step()
         self.optim.zero_grad(set_to_none=True)

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 
 import torch
 
-from rlx import faults, perf
-from rlx.logprobs import token_logprobs
 from rlx.metrics import MetricAccumulator, advantage_metrics, rollout_metrics
+from rlx.models.logprobs import token_logprobs
 from rlx.ops import masked_mean
 from rlx.registry import TRAINERS
 from rlx.rollout.correction import CORRECTIONS, logp_mismatch
+from rlx.runtime import faults, speed
 from rlx.trainers.base import Trainer
 
 
@@ -301,7 +301,7 @@ class OnlineTrainer(Trainer):
     def _optimizer_step(self, loss: float) -> float:
         clip = self.cfg.trainer.grad_clip or math.inf
         self.dist.sync_grads(self.trainable_parameters())
-        grad_norm = perf.clip_grad_norm(self.trainable_parameters(), clip)
+        grad_norm = speed.clip_grad_norm(self.trainable_parameters(), clip)
         if self.guard(loss=loss, grad_norm=grad_norm):
             self.optim.step()
         self.optim.zero_grad(set_to_none=True)

@@ -12,8 +12,8 @@ own cursor (far from the prompt cursor), saved in checkpoints so that resume is 
 from __future__ import annotations
 
 from rlx.algos.sft import sft_loss
-from rlx.trainers.online import token_logprobs
-from rlx.trainers.sft import encode_sft
+from rlx.models.encode import encode_sft
+from rlx.models.logprobs import token_logprobs
 
 CURSOR_OFFSET = 10**8   # the ptx records come from far along the data stream, not the RL prompts
 

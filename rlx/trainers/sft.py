@@ -10,24 +10,10 @@ import torch
 from omegaconf import OmegaConf
 
 from rlx.algos.sft import sft_loss
+from rlx.models.encode import encode_sft
+from rlx.models.logprobs import token_logprobs
 from rlx.registry import TRAINERS
 from rlx.trainers.base import Trainer
-from rlx.trainers.online import token_logprobs
-
-
-def encode_sft(tok, records, device="cpu"):
-    """(input_ids, attention_mask, response_mask, T): left-padded prompts + completions + EOS."""
-    enc = tok([r["prompt"] for r in records], return_tensors="pt", padding=True, add_special_tokens=False)
-    comps = [tok(r["completion"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for r in records]
-    T = max(len(c) for c in comps)
-    comp = torch.full((len(records), T), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros(len(records), T, dtype=torch.bool)
-    for i, c in enumerate(comps):
-        comp[i, : len(c)] = torch.tensor(c)
-        mask[i, : len(c)] = True
-    ids = torch.cat([enc["input_ids"], comp], 1).to(device)
-    am = torch.cat([enc["attention_mask"], mask.long()], 1).to(device)
-    return ids, am, mask.to(device), T
 
 
 def sft_update(model, tok, optim, records, clip=1.0, loss_agg_mode="token_mean", autocast=False) -> dict:

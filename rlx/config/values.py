@@ -8,7 +8,7 @@ import re
 
 from omegaconf import DictConfig, OmegaConf
 
-from rlx.choices import (
+from rlx.config.choices import (
     AGG_MODES,
     CLIP_MODES,
     DTYPES,
@@ -30,7 +30,7 @@ def _need(cond: bool, msg: str) -> None:
 
 
 def _choice(key: str, value, valid) -> None:
-    """``key`` must be one of ``valid`` (rlx.choices: no heavy imports before the config is checked)."""
+    """``key`` must be one of ``valid`` (rlx.config.choices: no heavy imports before the config is checked)."""
     if value not in valid:
         hint = closest(str(value), valid)
         did = f"; did you mean '{hint}'?" if hint else ""
@@ -137,7 +137,7 @@ def _check_resolves(cfg: DictConfig) -> None:
     except OmegaConfBaseException as e:
         first = str(e).splitlines()[0]
         m = re.search(r"Interpolation key '([^']+)' not found", first)
-        from rlx.config import _missing_key  # the key-suggestion logic lives with the key checks
+        from rlx.config.compose import _missing_key  # the key-suggestion logic lives with the key checks
 
         missing = _missing_key(m.group(1), [], root=cfg) if m else None
         did = f"; did you mean '${{{missing[1]}}}'?" if missing and missing[1] else ""
@@ -193,7 +193,7 @@ def check_correction_support(cfg: DictConfig) -> None:
     name = cfg.rollout.get("is_correction", "none")
     if name == "none" or cfg.get("pipeline"):
         return
-    from rlx.registry import build
+    from rlx.catalogue import build
 
     algo = build("algo", cfg.algo)
     _need(algo.trainer == "online", f"rollout.is_correction={name}: algo={cfg.algo.name} trains offline "

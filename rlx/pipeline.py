@@ -25,14 +25,15 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from rlx.registry import TRAINERS, build
+from rlx.catalogue import build
+from rlx.registry import TRAINERS
 
 SHARED = ("seed", "model", "hardware", "tracker", "rollout")
 
 
 class PipelineTrainer:
     def __init__(self, cfg, run_dir, console=None):
-        from rlx.console import Console
+        from rlx.runtime.console import Console
         from rlx.track import NullTrackers
 
         self.cfg, self.run_dir = cfg, Path(run_dir)
@@ -70,7 +71,7 @@ class PipelineTrainer:
 
     # ------------------------------------------------------------------ the runs
     def fit(self) -> dict:
-        from rlx.run import run
+        from rlx.runner import run
 
         t0, out = time.perf_counter(), {"algo": "pipeline", "stages": {}}
         for name, c in self.stages.items():

@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from rlx.report_png import COLORS
+from rlx.report.png import COLORS
 
 
 def _clean(x):

@@ -9,7 +9,7 @@ skipped (with a message) when loading.
 ``resume_point()`` is what ``trainer.resume=true`` continues from: the newest checkpoint that
 verifies (older ones are tried in turn), None when no checkpoint was ever finished (the trainer then
 warns loudly and starts at step 0), and a ``ResumeError`` (exit status 2) when finished checkpoints
-exist but none verifies: never a silent start from scratch. ``RLX_FAULT=kill_in_save@N:<phase>`` (rlx/faults.py) kills the process mid-write.
+exist but none verifies: never a silent start from scratch. ``RLX_FAULT=kill_in_save@N:<phase>`` (rlx/runtime/faults.py) kills the process mid-write.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlx.faults import kill_if
+from rlx.runtime.faults import kill_if
 
 REQUIRED = ("model.safetensors", "state.pt")
 

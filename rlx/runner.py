@@ -63,8 +63,10 @@ def data_hash(data) -> str:
 
 def run(cfg, run_dir: str | Path | None = None) -> dict:
     """Train as ``cfg`` says; returns the summary (also written to ``summary.json``)."""
+    from rlx.catalogue import build
+    from rlx.catalogue import load as _load_components
     from rlx.config import check_names
-    from rlx.registry import TRAINERS, _load_components, build
+    from rlx.registry import TRAINERS
 
     _load_components()
     check_names(cfg)   # registry keys (ConfigError), before any model or data loads

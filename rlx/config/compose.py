@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from rlx.config_values import (  # noqa: F401 - ConfigError is re-exported
+from rlx.config.values import (  # noqa: F401 - ConfigError is re-exported
     ConfigError,
     _check_ranges,
     _check_resolves,
@@ -25,7 +25,7 @@ from rlx.config_values import (  # noqa: F401 - ConfigError is re-exported
 )
 from rlx.registry import closest
 
-CONF_DIR = (Path(__file__).resolve().parent.parent / "conf").resolve()
+CONF_DIR = (Path(__file__).resolve().parents[2] / "conf").resolve()
 GROUPS = ("algo", "model", "reward", "data", "hardware", "tracker", "experiment")
 
 
@@ -271,7 +271,8 @@ def check_names(cfg: DictConfig) -> None:
     """Registry keys the config names (rollout engine, model source, reward functions, tracker backends)
     exist, and the algorithm takes the rollout correction the config turns on. This imports the components
     (torch among them), so it runs after the light checks: from ``compose``, and in ``rlx.run`` / ``python -m rlx`` before any model or data is loaded."""
-    from rlx.registry import ENGINES, MODELS, REWARDS, TRACKERS, _load_components
+    from rlx.catalogue import load as _load_components
+    from rlx.registry import ENGINES, MODELS, REWARDS, TRACKERS
 
     _load_components()
 

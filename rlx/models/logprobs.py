@@ -21,8 +21,8 @@ import weakref
 import torch
 
 from rlx.models import lean as lean_forward
+from rlx.models.kv_cache import cache_kwarg, new_cache, plain_layers
 from rlx.ops import logprobs_from_logits, position_ids_from_mask
-from rlx.rollout.sampler import cache_kwarg, new_cache, plain_layers
 
 
 def _trim(input_ids, attention_mask, T: int):

@@ -1,0 +1,352 @@
+"""``python -m rlx.compare <run or sweep dirs...> [--by algo] [--out DIR]``: the comparison dashboard.
+
+Also ``python -m rlx.compare --mlflow <tracking uri> --experiment <name>`` (the runs of one MLflow
+experiment, e.g. a sweep's ``algo_ablation@<time>``). Writes into ``--out`` (default: the one dir
+given, else ``outputs/compare``):
+- ``report.html``: self-contained (inline SVG and JavaScript, no network), interactive curves of
+  reward, eval accuracy, entropy, KL to the reference, response length and clip fraction against
+  step: per group the mean over its runs (seeds) with a band of ± one standard deviation;
+- ``report.png``: the same panels (matplotlib);
+- ``report.md``: the summary table (also in the HTML) and the runs that did not finish.
+
+Groups: ``--by`` names config keys, comma-separated (``algo`` means ``algo.name``); ``auto`` (the
+default) picks the fewest keys that tell the runs apart, seed excluded, so seeds share a group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PANELS = [("reward/mean", "reward"), ("eval/*/accuracy", "eval accuracy"), ("policy/entropy", "entropy (nats/token)"),
+          ("policy/kl_ref", "KL to reference"), ("response_length/mean", "response length (tokens)"),
+          ("policy/clip_frac", "clip fraction")]
+# Stand-ins for panels no run logs (the offline family has no rollouts).
+FALLBACK = [("pref/accuracy", "preference accuracy"), ("pref/margin", "preference margin"),
+            ("loss/total", "loss"), ("score/mean", "score")]
+# Keys never used to tell runs apart (seeds of one arm share a group).
+NOT_GROUPING = ("seed", "tracker.", "hardware.num_threads", "trainer.progress", "trainer.log_every")
+FINAL_WINDOW = 10  # "final" entropy / KL: mean of each run's last 10 logged steps
+
+
+@dataclass
+class Run:
+    name: str
+    cfg: dict                       # the resolved config, flattened: {"algo.name": "grpo", ...}
+    rows: list = field(default_factory=list)   # metrics.jsonl rows
+    summary: dict | None = None
+    status: str = "completed"       # completed | failed | killed | incomplete
+    reason: str = ""
+
+    def series(self, key: str) -> tuple[list, list]:
+        pts = [(r["step"], r[key]) for r in self.rows if isinstance(r.get(key), (int, float))]
+        return [s for s, _ in pts], [float(v) for _, v in pts]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def flatten(node, prefix: str = "") -> dict:
+    out = {}
+    for k, v in (node or {}).items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _read_cfg(d: Path) -> dict:
+    import yaml
+
+    for name in ("config.yaml", "job.yaml", ".hydra/config.yaml"):
+        if (d / name).exists():
+            try:
+                return flatten(yaml.safe_load((d / name).read_text()))
+            except yaml.YAMLError:
+                continue
+    return {}
+
+
+def load_run_dir(d: Path) -> Run:
+    rows = []
+    if (d / "metrics.jsonl").exists():
+        for line in (d / "metrics.jsonl").read_text().splitlines():
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # a run killed mid-write: keep what is complete
+    summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else None
+    run = Run(name=d.name, cfg=_read_cfg(d), rows=rows, summary=summary,
+              status="completed" if summary else "incomplete", reason="" if summary else "no summary.json")
+    if (d / "job_status.json").exists():
+        js = json.loads((d / "job_status.json").read_text())
+        run.status, run.reason = js["status"], js.get("reason", "")
+    return run
+
+
+def find_run_dirs(paths) -> list[Path]:
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise SystemExit(f"rlx.compare: {p} does not exist")
+        if any((p / f).exists() for f in ("metrics.jsonl", "job_status.json", "summary.json")):
+            found.append(p)
+            continue
+        marks = [m.parent for pat in ("metrics.jsonl", "job_status.json") for m in p.rglob(pat)]
+        found += sorted({m for m in marks if "wandb" not in m.parts and "checkpoints" not in m.parts}, key=_natural)
+    return list(dict.fromkeys(found))
+
+
+def _natural(path: Path) -> list:
+    """Sort key: job 2 before job 10 (``2_grpo_s2`` < ``10_gspo_s1``)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+def load_mlflow(uri: str, experiment: str) -> list[Run]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise SystemExit(f"rlx.compare: no MLflow experiment '{experiment}' at {uri}")
+    runs = []
+    for r in client.search_runs([exp.experiment_id], max_results=5000, order_by=["attributes.start_time ASC"]):
+        keys = [k for k in r.data.metrics if _wanted(k)]
+        by_step: dict[int, dict] = {}
+        for k in keys:
+            for m in client.get_metric_history(r.info.run_id, k):
+                by_step.setdefault(m.step, {"step": m.step})[k] = m.value
+        status = {"FINISHED": "completed", "FAILED": "failed", "KILLED": "killed"}.get(r.info.status, "incomplete")
+        wall = (r.info.end_time - r.info.start_time) / 1000 if r.info.end_time else None
+        runs.append(Run(name=r.info.run_name or r.info.run_id, cfg=dict(r.data.params),
+                        rows=[by_step[s] for s in sorted(by_step)], summary={"wall_s": wall} if wall else None,
+                        status=status, reason="" if status == "completed" else f"MLflow status {r.info.status}"))
+    return runs
+
+
+def _wanted(key: str) -> bool:
+    keys = [k for k, _ in PANELS + FALLBACK]
+    return key in keys or (key.startswith("eval/") and key.endswith("/accuracy"))
+
+
+# ----------------------------------------------------------------------------- groups
+
+
+def _value(cfg: dict, key: str):
+    return cfg[key] if key in cfg else cfg.get(f"{key}.name")
+
+
+def choose_keys(runs: list[Run], by: str) -> list[str]:
+    if by != "auto":
+        return [k.strip() for k in by.split(",") if k.strip()]
+    keys = sorted({k for r in runs for k in r.cfg}, key=lambda k: (not k.endswith(".name"), k.count("."), k))
+    varying = [k for k in keys if not k.startswith(NOT_GROUPING)
+               and len({json.dumps(r.cfg.get(k), default=str) for r in runs}) > 1]
+    chosen, n_groups = [], 1
+    for k in varying:  # greedy: keep a key only if it splits the runs further
+        n = len({tuple(json.dumps(r.cfg.get(c), default=str) for c in chosen + [k]) for r in runs})
+        if n > n_groups:
+            chosen, n_groups = chosen + [k], n
+    return chosen or ["algo"]
+
+
+def group_runs(runs: list[Run], keys: list[str]) -> dict[str, list[Run]]:
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        vals = [_value(r.cfg, k) for k in keys]
+        label = str(vals[0]) if len(keys) == 1 else ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, vals))
+        groups.setdefault(label, []).append(r)
+    return groups
+
+
+def resolve_panels(runs: list[Run]) -> list[tuple[str, str]]:
+    logged = {k for r in runs for row in r.rows for k in row}
+    evals = sorted(k for k in logged if k.startswith("eval/") and k.endswith("/accuracy"))
+    panels = []
+    for key, title in PANELS:
+        key = (evals[0] if evals else None) if key == "eval/*/accuracy" else key
+        if key in logged:
+            panels.append((key, title))
+    for key, title in FALLBACK:
+        if len(panels) >= len(PANELS):
+            break
+        if key in logged and key not in dict(panels):
+            panels.append((key, title))
+    return panels
+
+
+def smooth(values: list, window: int) -> list:
+    """Trailing moving average over ``window`` points (1 = raw)."""
+    if window <= 1:
+        return list(values)
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v - (values[i - window] if i >= window else 0.0)
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def aggregate(runs: list[Run], key: str, window: int = 1) -> dict:
+    """Per step: mean, mean - std, mean + std and n over the runs that logged ``key`` (std with n - 1).
+    ``window`` smooths each run first; evaluations (``eval/*``, sparse, each already a mean over a
+    held-out set) are never smoothed."""
+    window = 1 if key.startswith("eval/") else window
+    per_step: dict[int, list] = {}
+    for r in runs:
+        steps, vals = r.series(key)
+        for s, v in zip(steps, smooth(vals, window)):
+            if math.isfinite(v):
+                per_step.setdefault(s, []).append(v)
+    steps = sorted(per_step)
+    mean = [statistics.fmean(per_step[s]) for s in steps]
+    std = [statistics.stdev(per_step[s]) if len(per_step[s]) > 1 else 0.0 for s in steps]
+    return {"steps": steps, "mean": mean, "lo": [m - d for m, d in zip(mean, std)],
+            "hi": [m + d for m, d in zip(mean, std)], "n": [len(per_step[s]) for s in steps]}
+
+
+def _curves(groups: dict[str, list[Run]], key: str, window: int) -> dict:
+    """``aggregate`` per group, leaving out the groups that never logged ``key``."""
+    out = {label: aggregate(g, key, window) for label, g in groups.items()}
+    return {label: c for label, c in out.items() if c["steps"]}
+
+
+# ----------------------------------------------------------------------------- summary table
+
+
+def _mean_std(xs: list) -> tuple[float, float] | None:
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    if not xs:
+        return None
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def _fmt(ms, digits: int = 3) -> str:
+    return "–" if ms is None else f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
+
+
+def _last(run: Run, key: str, window: int = 1):
+    _, vals = run.series(key)
+    vals = [v for v in vals[-window:] if math.isfinite(v)]
+    return statistics.fmean(vals) if vals else None
+
+
+def steps_to(run: Run, key: str, threshold: float):
+    """First logged step at which ``key`` >= ``threshold`` (None if never)."""
+    return next((s for s, v in zip(*run.series(key)) if v >= threshold), None)
+
+
+def summary_rows(groups: dict[str, list[Run]], acc_key: str | None, threshold: float) -> list[dict]:
+    rows = []
+    for label, runs in groups.items():
+        first = [r.series(acc_key)[1][0] if acc_key and r.series(acc_key)[1] else None for r in runs]
+        reached = [steps_to(r, acc_key, threshold) for r in runs] if acc_key else []
+        hit = [s for s in reached if s is not None]
+        wall = [r.summary.get("wall_s") for r in runs if r.summary and r.summary.get("wall_s") is not None]
+        rows.append({
+            "group": label, "runs": len(runs),
+            "acc_start": _mean_std(first),
+            "acc_final": _mean_std([_last(r, acc_key) for r in runs]) if acc_key else None,
+            "steps_to": (statistics.fmean(hit) if hit else None, len(hit)),
+            "steps": max((r.rows[-1]["step"] for r in runs if r.rows), default=0),
+            "wall_s": _mean_std(wall),
+            "entropy": _mean_std([_last(r, "policy/entropy", FINAL_WINDOW) for r in runs]),
+            "kl": _mean_std([_last(r, "policy/kl_ref", FINAL_WINDOW) for r in runs]),
+        })
+    return rows
+
+
+def table_cells(row: dict, threshold: float) -> list[str]:
+    mean_steps, k = row["steps_to"]
+    reach = "–" if mean_steps is None else f"{mean_steps:.0f} ({k}/{row['runs']})"
+    wall = "–" if row["wall_s"] is None else f"{row['wall_s'][0]:.0f}"
+    return [row["group"], str(row["runs"]), _fmt(row["acc_start"]), _fmt(row["acc_final"]), reach,
+            str(row["steps"]), wall, _fmt(row["entropy"], 2), _fmt(row["kl"], 4)]
+
+
+def table_header(acc_key: str | None, threshold: float) -> list[str]:
+    acc = acc_key or "eval accuracy"
+    return ["group", "runs", f"{acc} at step 0", f"final {acc}", f"steps to {acc} ≥ {threshold:g}", "steps",
+            "wall s", f"final entropy (last {FINAL_WINDOW})", f"final KL to ref (last {FINAL_WINDOW})"]
+
+
+def markdown(header, cells, failed: list[Run], title: str, notes: str) -> str:
+    lines = [f"# {title}", "", notes, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c) + " |" for c in cells]
+    lines += ["", "![curves](report.png)", ""]
+    if failed:
+        lines += ["## Runs that did not finish", "", "| run | status | reason |", "|---|---|---|"]
+        lines += [f"| {r.name} | {r.status} | {r.reason.replace('|', '/')} |" for r in failed]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def build_report(runs: list[Run], out: Path, by: str = "auto", threshold: float = 0.5, window: int = 1,
+                 title: str = "rlx comparison") -> dict:
+    """Write report.html, report.png and report.md for ``runs`` into ``out``; returns the table rows."""
+    from rlx.report.html import write_html
+    from rlx.report.png import write_png
+
+    done = [r for r in runs if r.status == "completed" and r.rows]
+    failed = [r for r in runs if r not in done]
+    if not done:
+        raise SystemExit(f"rlx.compare: none of the {len(runs)} runs completed; nothing to compare")
+    keys = choose_keys(done, by)
+    groups = group_runs(done, keys)
+    panels = resolve_panels(done)
+    acc_key = next((k for k, _ in panels if k.startswith("eval/")), None)
+    rows = summary_rows(groups, acc_key, threshold)
+    header, cells = table_header(acc_key, threshold), [table_cells(r, threshold) for r in rows]
+    notes = (f"{len(done)} completed runs in {len(groups)} groups (by {', '.join(keys)}); "
+             f"{len(failed)} did not finish. Curves: mean over a group's runs, band ± 1 std (n − 1).")
+    out.mkdir(parents=True, exist_ok=True)
+    curves = {key: _curves(groups, key, 1) for key, _ in panels}
+    runs_json = {key: {label: [dict(zip(("steps", "values"), r.series(key)), name=r.name) for r in groups[label]]
+                       for label in curves[key]} for key, _ in panels}
+    write_html(out / "report.html", title=title, notes=notes, panels=panels, labels=list(groups), curves=curves,
+               runs=runs_json, header=header, cells=cells, failed=[(r.name, r.status, r.reason) for r in failed],
+               window=window)
+    write_png(out / "report.png", panels=panels, curves={key: _curves(groups, key, window) for key, _ in panels},
+              labels=list(groups), title=title)
+    (out / "report.md").write_text(markdown(header, cells, failed, title, notes))
+    return {"keys": keys, "rows": rows, "failed": [r.name for r in failed]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rlx.compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("paths", nargs="*", help="run dirs or dirs holding runs (a sweep dir)")
+    p.add_argument("--by", default="auto", help="config keys that define a group, comma-separated (default: auto)")
+    p.add_argument("--out", default=None, help="output dir (default: the one path given, else outputs/compare)")
+    p.add_argument("--threshold", type=float, default=0.5, help="eval accuracy for the steps-to-threshold column")
+    p.add_argument("--smooth", type=int, default=1, help="moving-average window in logged steps (PNG; HTML start)")
+    p.add_argument("--mlflow", default=None, help="MLflow tracking URI to read runs from (with --experiment)")
+    p.add_argument("--experiment", default=None, help="MLflow experiment name (a sweep's is <study>@<time>)")
+    a = p.parse_args(argv)
+    if bool(a.mlflow) != bool(a.experiment) or not (a.paths or a.mlflow):
+        p.error("give run/sweep dirs, or --mlflow URI --experiment NAME")
+    runs = [load_run_dir(d) for d in find_run_dirs(a.paths)] if a.paths else []
+    if a.mlflow:
+        runs += load_mlflow(a.mlflow, a.experiment)
+    out = Path(a.out) if a.out else (Path(a.paths[0]) if len(a.paths) == 1 and not a.mlflow
+                                      else Path("outputs") / "compare")
+    names = ["/".join(Path(x).resolve().parts[-2:]) for x in a.paths]
+    title = f"rlx comparison: {a.experiment or ', '.join(names)}"
+    result = build_report(runs, out, by=a.by, threshold=a.threshold, window=max(1, a.smooth), title=title)
+    print(f"[rlx] {len(result['rows'])} groups by {', '.join(result['keys'])}; "
+          f"{len(result['failed'])} runs did not finish", file=sys.stderr)
+    for name in ("report.html", "report.png", "report.md"):
+        print(out / name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
