@@ -124,11 +124,41 @@ def test_falls_back_where_it_does_not_apply(tiny):
     assert lean.for_model(off) is None and lean.why_not(off) is None
 
 
-def test_switch_composes(cfg):
+def test_the_switch_turns_the_lean_forward_off(tmp_path, capsys, warm_tiny):
+    # hardware.lean_forward=false must reach the trainer: its log line says off, and the model has no lean forward
     import rlx
 
-    assert cfg.hardware.lean_forward is True
-    assert rlx.compose(["hardware.lean_forward=false"]).hardware.lean_forward is False
+    cfg = rlx.compose(["hardware.lean_forward=false", "trainer.steps=1", "trainer.progress=false",
+                       "data.eval_size=8", "data.prompts_per_step=2", "hardware.num_threads=1"])
+    rlx.run(cfg, run_dir=tmp_path)
+    out = capsys.readouterr()
+    assert "lean forward: off" in out.out + out.err
+    assert "lean forward: on" not in out.out + out.err
+
+
+RANDOM_QWEN2 = ["model=qwen0_5b", "model.init=random", "model.arch.hidden_size=64", "model.arch.num_hidden_layers=2",
+                "model.arch.num_attention_heads=4", "model.arch.num_key_value_heads=2",
+                "model.arch.intermediate_size=128", "model.arch.vocab_size=1000"]
+
+
+def test_a_random_bf16_model_under_cpu_autocast_runs_with_the_lean_forward(tmp_path):
+    # model=qwen0_5b model.init=random (bf16 parameters) with bf16 autocast switches attention to float32; the
+    # lean forward's self-check runs outside autocast, where that attention returned float32 into a bf16 o_proj
+    # ("expected m1 and m2 to have the same dtype"). It must pass the check and run.
+    import rlx
+    from rlx.catalogue import build
+    from rlx.runtime.speed import prepare
+
+    cfg = rlx.compose([*RANDOM_QWEN2, "hardware.autocast=true"])
+    model, _ = build("model", cfg.model, log=lambda *a: None)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    assert prepare(model, True, torch.device("cpu"), log=lambda *a: None)
+    assert fp32_attention(model) or model.config._attn_implementation != "sdpa"
+    assert lean.for_model(model) is not None
+    rlx.run(rlx.compose([*RANDOM_QWEN2, "hardware.autocast=true", "algo=gspo", "trainer.steps=1",
+                         "trainer.progress=false", "data.eval_size=8", "data.prompts_per_step=2",
+                         "hardware.num_threads=1"]), run_dir=tmp_path / "run")
+    assert (tmp_path / "run" / "summary.json").exists()
 
 
 @pytest.mark.parametrize("algo", ["grpo", "dpo"])

@@ -198,3 +198,12 @@ def test_clip_grad_norm_equals_torch():
             y.grad = x.grad.clone()
         assert clip_grad_norm(a, 1.0) == pytest.approx(float(torch.nn.utils.clip_grad_norm_(b, 1.0)))
         assert all(torch.equal(x.grad, y.grad) for x, y in zip(a, b))
+
+
+def test_thread_advice_warns_only_when_threads_are_unset_on_a_busy_machine():
+    from rlx.runtime.speed import thread_advice
+
+    assert thread_advice(None, load=0.2, cores=2) is None          # quiet machine: all cores are fine
+    assert thread_advice(1, load=5.0, cores=2) is None             # the user chose a thread count
+    msg = thread_advice(None, load=1.7, cores=2)
+    assert "hardware.num_threads=1" in msg and "1.7" in msg

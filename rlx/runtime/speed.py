@@ -56,6 +56,10 @@ def resolve_autocast(setting, model, device: torch.device) -> bool:
 def _fp32_sdpa(module, query, key, value, attention_mask, **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    # float32 attention is the autocast setting; outside autocast (e.g. the lean forward's self-check of a bf16
+    # model) attention runs in the input dtype, as the lean forward's does, so its output matches o_proj's weight
+    if not torch.is_autocast_enabled(query.device.type):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     with torch.autocast(query.device.type, enabled=False):
         return sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
 
@@ -139,3 +143,20 @@ def prepare(model, setting, device: torch.device, log=print) -> bool:
     elif autocast:
         log("[rlx] bf16 autocast on")
     return autocast
+
+
+def thread_advice(num_threads, load: float | None = None, cores: int | None = None) -> str | None:
+    """A warning when ``hardware.num_threads`` is unset (torch takes every core) and other processes already load
+    the machine (1-minute load average >= 1): two runs that each take every core slow each other many-fold
+    (steps of 0.5 s became 14 s with two default runs on 2 cores). None when there is nothing to say."""
+    if num_threads:
+        return None
+    import os
+
+    load = os.getloadavg()[0] if load is None else load
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    if load < 1.0:
+        return None
+    return (f"[rlx] WARNING: the machine is already busy (load average {load:.1f} on {cores} cores) and "
+            f"hardware.num_threads is unset, so torch takes all {cores} cores; runs that share cores slow each "
+            "other down many-fold: pass hardware.num_threads=1 (or cores / runs)")

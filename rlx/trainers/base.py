@@ -53,6 +53,8 @@ class Trainer:
         hw = cfg.hardware
         if hw.num_threads:
             torch.set_num_threads(hw.num_threads)
+        elif advice := speed.thread_advice(hw.num_threads):
+            self.console.print(advice)
         self.dist = Dist.from_config(hw)
         if not self.dist.is_main:
             self.console.mute()
@@ -73,10 +75,11 @@ class Trainer:
                 if m is not None:
                     lean_forward.disable(m)
         self.model = self.dist.wrap(self.model)
+        why = "hardware.lean_forward=false"
         if hw.get("lean_forward", True):
             why = lean_forward.why_not(self.model) or (
                 None if lean_forward.for_model(self.model) is not None else "its logits differ from transformers'")
-            self.console.print(f"[rlx] lean forward: {'on' if why is None else f'off ({why})'}")
+        self.console.print(f"[rlx] lean forward: {'on' if why is None else f'off ({why})'}")
         self.engine = ENGINES.get(cfg.rollout.engine)(cfg.rollout, self.model, self.tok, device=self.device,
                                                       autocast=self.autocast)
         if hasattr(self.data, "prepare"):   # datasets that format and measure prompts with the tokenizer
