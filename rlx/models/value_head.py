@@ -114,10 +114,10 @@ def load_value_model(path: str | Path, dtype: str = "float32"):
     """(ValueModel, tokenizer) from a directory written by ``ValueModel.save``."""
     from safetensors.torch import load_file
 
-    from rlx.models import _load_pretrained
+    from rlx.models import load_pretrained
 
     d = resolve_dir(path)
-    lm, tok = _load_pretrained(d, dtype)
+    lm, tok = load_pretrained(d, dtype)
     state = load_file(d / HEAD_FILE)
     w = state.pop("lm_weight", None)
     model = ValueModel(lm, likelihood_weight=None if w is None else float(w))
