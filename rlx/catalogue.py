@@ -1,6 +1,6 @@
 """The catalogue: imports every component package, so that their ``@register`` decorators fill the
 registries of ``rlx.registry``, and builds components by kind. The one module allowed to import every
-layer below the entry points (explicit imports, no discovery: STYLE.md rule 10)."""
+layer below the entry points (explicit imports, no discovery: docs/design.md)."""
 
 from __future__ import annotations
 

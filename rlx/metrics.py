@@ -1,4 +1,4 @@
-"""The metric vocabulary (DESIGN.md) and the functions that compute rollout metrics.
+"""The metric vocabulary (docs/design.md) and the functions that compute rollout metrics.
 
 Names are fixed; an algorithm adds extras only under its own prefix (``dapo/gen_rounds``).
 """

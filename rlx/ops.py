@@ -156,7 +156,7 @@ def group_normalize(rewards: torch.Tensor, group_size: int, scale: bool = True, 
     """Group-relative advantage A_i = (r_i − mean_g r) / (std_g r + eps) (GRPO, arXiv:2402.03300 §4.1.2).
 
     ``rewards`` is flat [B·G] with the G samples of one prompt contiguous. std is the unbiased
-    sample std (torch default): rewards [1, 0, 2] → std 1.0 → A = [0, −1, +1] (algorithms.md §8.1).
+    sample std (torch default): rewards [1, 0, 2] → std 1.0 → A = [0, −1, +1] (docs/algorithm_notes.md §8.1).
     ``valid_mask`` [B·G] (bool) leaves samples out of their group's mean and std and gives them A = 0
     (samples whose reward failed: the loop passes ``response_mask.any(-1)``): rewards [1, x, 0, 2]
     with the second invalid → A = [0, 0, −1, +1] whatever x is.

@@ -1,4 +1,4 @@
-"""A pipeline of runs (``experiment=rlhf_pipeline``: SFT → reward model → PPO; algorithms.md §3.1).
+"""A pipeline of runs (``experiment=rlhf_pipeline``: SFT → reward model → PPO; docs/algorithm_notes.md §3.1).
 
 ``cfg.pipeline.stages`` maps a stage name to its command-line overrides (``overrides``) and where it
 starts from: ``init_from`` (the policy: ``model.path`` = that stage's ``<dir>/model``) and

@@ -2,7 +2,7 @@
 
 ``Registry(kind).register(name)`` decorates a factory; ``build(cfg)`` calls the factory registered
 under ``cfg.name`` with the config node. Unknown names fail loudly with the closest valid choice.
-This is the only module that maps names to components (STYLE.md rule 5). It imports no component:
+This is the only module that maps names to components (docs/design.md). It imports no component:
 ``rlx.catalogue`` imports the component packages, whose decorators fill these registries.
 """
 

@@ -4,7 +4,7 @@ status table and the command that builds its report.
 Why a child process: Hydra catches a Python exception in a job and goes on, but a job that is
 SIGKILLed (the OOM killer), segfaults or calls ``os._exit`` takes down the process it runs in: the
 whole sweep with the basic launcher, and the joblib/loky pool with the joblib launcher
-(``TerminatedWorkerError``, every job still in flight lost; reliability.md §1, §4). Here the
+(``TerminatedWorkerError``, every job still in flight lost; docs/reliability.md §1, §4). Here the
 launcher's job only writes the job's composed config to ``<job dir>/job.yaml``, runs
 ``python -m rlx --config-dir <job dir> --config-name job`` with its output in ``job.log``, and
 records the outcome in ``job_status.json``; a job that dies is a failed job, and the others go on.

@@ -4,6 +4,7 @@ higher one, no import loop except through ``rlx.catalogue``, and no module over 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,18 @@ def test_no_import_loop_except_through_the_catalogue():
 def test_module_at_most_300_lines(path):
     n = len(path.read_text().splitlines())
     assert n <= 300, f"{path.relative_to(PKG.parent)} has {n} lines"
+
+
+def test_no_shipped_file_cites_a_file_outside_the_repository():
+    # configs, code, docs and the README cite papers or docs/ inside the repo, never the project's private notes
+    root = PKG.parent
+    pattern = re.compile(r"\.\./shared|(?<![/\w_])(calibration|algorithms|peers|environment|DESIGN|STYLE)\.md")
+    bad = []
+    for folder in ("rlx", "conf", "docs", "sweeps", "benchmarks"):
+        for p in (root / folder).rglob("*"):
+            if p.suffix in (".py", ".yaml", ".md", ".sh") and p.is_file():
+                bad += [f"{p.relative_to(root)}:{i}" for i, line in enumerate(p.read_text().splitlines(), 1)
+                        if pattern.search(line)]
+    bad += [f"README.md:{i}" for i, line in enumerate((root / "README.md").read_text().splitlines(), 1)
+            if pattern.search(line)]
+    assert not bad, "\n".join(bad)

@@ -23,7 +23,7 @@ def clipped_surrogate(logp, old_logp, advantages, response_mask, *, eps_low: flo
       further capped at −c·A_t, so a token whose ratio exploded (r > c > 1) cannot push the loss
       without bound: L_t = min(L_t, −c·A_t) where A_t < 0.
     - ``clip_mode="stop_gradient"`` (AEPO, Dong et al. 2025, arXiv:2510.14545, entropy-balanced policy
-      optimisation; algorithms.md §2.21): where the upper clip is active (A > 0, r > 1+eps_high) the
+      optimisation; docs/algorithm_notes.md §2.21): where the upper clip is active (A > 0, r > 1+eps_high) the
       term is −sg(ĉ/r)·r·A with ĉ = 1+eps_high: the forward value is the clipped −ĉ·A, but the
       gradient ĉ·A·∇log π is kept instead of being zeroed.
     - ``is_weights`` [n, T] (detached): L_t ← w_t·L_t after the clipping, before aggregation: the

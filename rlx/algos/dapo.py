@@ -10,7 +10,7 @@ Its four parts, each switchable off by one key:
   2. Dynamic sampling (§3.2): groups whose rewards are all equal (zero advantage, no gradient) are
      dropped and the batch is refilled with fresh prompts, up to ``max_gen_rounds`` generation rounds
      per step — off: ``dynamic_sampling=false``. The paper's condition is on accuracy; here it is on
-     the total shaped reward, the quantity whose spread makes the advantage non-zero (algorithms.md §8.4).
+     the total shaped reward, the quantity whose spread makes the advantage non-zero (docs/algorithm_notes.md §8.4).
   3. Token-level policy-gradient loss (§3.3): every token of the batch weighs 1/Σ|o_i|
      (``token_mean``) — off: ``loss_agg_mode=seq_mean_token_mean`` (GRPO's per-sample mean).
   4. Soft overlong punishment (§3.4, eq. 13) of the response length |y| (EOS included), added to the
@@ -31,7 +31,7 @@ from rlx.rewards.length import soft_overlong_punishment
 
 
 def dynamic_sampling_keep(rewards: torch.Tensor) -> torch.Tensor:
-    """Bool [B]: groups (rewards [B, G]) whose rewards are not all equal (DAPO §3.2, algorithms.md §8.4)."""
+    """Bool [B]: groups (rewards [B, G]) whose rewards are not all equal (DAPO §3.2, docs/algorithm_notes.md §8.4)."""
     return rewards.amax(-1) > rewards.amin(-1)
 
 

@@ -4,7 +4,7 @@ conservative variant cDPO (Mitchell 2023, "A note on DPO with noisy preferences"
     h = log π_θ(y_w|x)/π_ref(y_w|x) − log π_θ(y_l|x)/π_ref(y_l|x)          (sequence sums)
     L = −(1 − ε) log σ(β h) − ε log σ(−β h)                                  (ε = label_smoothing; ε = 0: DPO)
 
-The minus sign matters: seed 001 writes the loss as log-softmax without it (algorithms.md §7). At
+The minus sign matters: seed 001 writes the loss as log-softmax without it (docs/algorithm_notes.md §7). At
 initialisation π_θ = π_ref, h = 0 and L = log 2 for every ε. The implicit reward of a response is
 β log π_θ(y|x)/π_ref(y|x); with ε > 0 the loss is minimised at h* = log((1 − ε)/ε)/β instead of h → ∞.
 """

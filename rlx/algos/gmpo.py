@@ -1,4 +1,4 @@
-"""GMPO — Geometric-Mean Policy Optimization (arXiv:2507.20673; algorithms.md §2.16).
+"""GMPO — Geometric-Mean Policy Optimization (arXiv:2507.20673; docs/algorithm_notes.md §2.16).
 
 GRPO averages the token terms arithmetically; GMPO takes their geometric mean, which an extreme
 token ratio moves far less. Per response, with sgn = sign(Â_i) and token log-ratios

@@ -5,7 +5,7 @@ Learning from Human Preferences", arXiv:2310.12036, eq. 17).
     L = (h − 1/(2τ))²
 
 A squared loss with a finite target margin 1/(2τ), so it does not drive h to infinity the way the
-sigmoid does (the regulariser the seeds describe, algorithms.md §2.5). With ``length_normalize`` each
+sigmoid does (the regulariser the seeds describe, docs/algorithm_notes.md §2.5). With ``length_normalize`` each
 log-ratio is divided by its response's token count before the difference, as TRL does (its comment:
 confirmed with the IPO authors, and the form behind the paper's results); false gives eq. 17 on sums.
 The implicit reward is the (normalised) log-ratio itself.

@@ -44,7 +44,7 @@ def token_kl(logp: torch.Tensor, ref_logp: torch.Tensor, response_mask: torch.Te
 def kl_penalized_token_rewards(scores: torch.Tensor, kl: torch.Tensor, response_mask: torch.Tensor,
                                kl_coef: float) -> torch.Tensor:
     """Token rewards [N, T]: −kl_coef·KL_t at every valid token, plus the scalar score [N] at the last
-    valid token (algorithms.md §2.1 / §8.6; TRL's ``reward[last_non_masked_index] += score``)."""
+    valid token (docs/algorithm_notes.md §2.1 / §8.6; TRL's ``reward[last_non_masked_index] += score``)."""
     r = torch.where(response_mask, -kl_coef * kl, torch.zeros_like(kl))
     return r + last_token_mask(response_mask).to(r.dtype) * scores.to(r.dtype).unsqueeze(-1)
 

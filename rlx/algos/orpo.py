@@ -8,7 +8,7 @@
 
 with log(1 − P) = log(1 − exp(log P)) computed stably (``log1mexp``; log P is clamped to ≤ −1e−6 so a
 response the model is certain of keeps a finite odds). The length normalisation is what TRL does and
-what keeps exp(log P) < 1 (algorithms.md §2.7). No reference model. Implicit reward: λ · log P(y|x).
+what keeps exp(log P) < 1 (docs/algorithm_notes.md §2.7). No reference model. Implicit reward: λ · log P(y|x).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """PPO for LLMs with a learned critic (RLHF-PPO: Ziegler et al. 2019 arXiv:1909.08593; InstructGPT,
-Ouyang et al. 2022 arXiv:2203.02155; algorithms.md §2.1).
+Ouyang et al. 2022 arXiv:2203.02155; docs/algorithm_notes.md §2.1).
 
 Per-token reward (KL to the reference inside the reward; the reward-model score at the last valid
-response token T, the EOS — not after it; algorithms.md §7 corrects the notes' "pos > T"):
+response token T, the EOS — not after it; docs/algorithm_notes.md §7 corrects the notes' "pos > T"):
 
     r_t = −β·KL_t                        t < T
     r_T = R_RM(x, y) − β·KL_T            KL_t = log π_old(a_t|s_t) − log π_ref(a_t|s_t)   (k1)

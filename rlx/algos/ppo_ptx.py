@@ -1,11 +1,11 @@
-"""PPO-ptx — the InstructGPT objective (Ouyang et al. 2022, arXiv:2203.02155 eq. 2; algorithms.md §2.1):
+"""PPO-ptx — the InstructGPT objective (Ouyang et al. 2022, arXiv:2203.02155 eq. 2; docs/algorithm_notes.md §2.1):
 
     objective(φ) = E_{(x,y)~π_φ}[r_θ(x, y) − β·log(π_φ(y|x)/π_SFT(y|x))] + γ·E_{x~D_pretrain}[log π_φ(x)]
 
 The first part is PPO with the KL in the reward (``rlx.algos.ppo``, unchanged). The second, the
 pretraining LM term with weight γ = ``ptx_coef``, is added by the online loop to every policy
 update because this algorithm asks for it (``Algorithm.ptx_coef`` > 0; ``rlx/trainers/ptx.py``).
-InstructGPT used β = 0.02 and γ = 27.8 with its pretraining corpus (algorithms.md §2.1); here the
+InstructGPT used β = 0.02 and γ = 27.8 with its pretraining corpus (docs/algorithm_notes.md §2.1); here the
 "pretraining" text is the data set's own (prompt, completion) records and γ is far smaller.
 """
 

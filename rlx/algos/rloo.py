@@ -2,7 +2,7 @@
 Kool et al. 2019 "Buy 4 REINFORCE samples, get a baseline for free").
 
 k samples per prompt; the baseline of sample i is the mean reward of the *other* k − 1 samples,
-subtracted (not divided: algorithms.md §7 on seed 004), with no std normalisation:
+subtracted (not divided: docs/algorithm_notes.md §7 on seed 004), with no std normalisation:
 
     A_i = r_i − 1/(k−1) Σ_{j≠i} r_j  =  k/(k−1) · (r_i − mean_j r_j)
 

@@ -3,7 +3,7 @@ Few-Shot RL Fine-Tuning of Language Models", arXiv:2506.06395).
 
 No labels and no reward: maximise the probability that two independent samples agree,
 
-    F(θ) = E_x Σ_y p_θ(y|x)²  = E_x E_{y~p_θ}[p_θ(y|x)]      (algorithms.md §8.8: E[1(y1=y2)] = Σ p²)
+    F(θ) = E_x Σ_y p_θ(y|x)²  = E_x E_{y~p_θ}[p_θ(y|x)]      (docs/algorithm_notes.md §8.8: E[1(y1=y2)] = Σ p²)
 
 whose gradient is 2·E_{y~p_θ}[p_θ(y|x)·∇log p_θ(y|x)]. With responses sampled from the frozen
 policy of the step (p_old) this gives the paper's loss, with its smoothing α > 0:

@@ -1,5 +1,5 @@
 """Reward-model training: the Bradley–Terry pairwise ranking loss (InstructGPT, Ouyang et al. 2022,
-arXiv:2203.02155 §3.5 eq. 1; algorithms.md §2.3).
+arXiv:2203.02155 §3.5 eq. 1; docs/algorithm_notes.md §2.3).
 
 K responses of one prompt, ranked by people, give all K·(K−1)/2 ordered pairs (y_w better than y_l);
 all K go through the reward model together and the pair losses of a prompt are averaged in one

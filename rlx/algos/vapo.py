@@ -4,7 +4,7 @@ Yuan et al. 2025, arXiv:2503.01491). PPO (``rlx.algos.ppo``) with:
 1. value pretraining: the first ``critic_warmup`` steps train only the critic, on samples of the
    initial policy with λ_critic = 1 (Monte-Carlo returns) (VC-PPO §4.1, VAPO §3.1: 50 steps);
 2. decoupled GAE: λ_critic = 1.0 (unbiased value targets) and a smaller λ for the actor. The notes
-   have this backwards (policy 1, value 0.9: algorithms.md §7); the papers use λ_critic = 1.0,
+   have this backwards (policy 1, value 0.9: docs/algorithm_notes.md §7); the papers use λ_critic = 1.0,
    λ_actor = 0.95 (VC-PPO) or length-adaptive (VAPO);
 3. length-adaptive λ for the actor (VAPO eq. 7), from Σ_t λ^t = 1/(1−λ) := α·ℓ:
 

@@ -1,7 +1,7 @@
 """The embedded arithmetic task, generated in code (seeded, no download).
 
 Prompts look like ``"37+48="`` and the completion is the exact result (``"85"``) followed by EOS
-(calibration.md §1). The eval and dev splits are fixed sets of distinct problems; training draws
+(docs/calibration.md §1). The eval and dev splits are fixed sets of distinct problems; training draws
 problem *i* from a stream keyed by (seed, i) and rejects held-out ones, so the data order is a pure
 function of a cursor (exact resume) and no held-out problem is ever trained on.
 """

@@ -2,7 +2,7 @@
 ending in ``#### <number>``; 7,473 train and 1,319 test problems.
 
 ``data.path`` is a local folder with ``train.jsonl`` / ``test.jsonl`` (the rows of the ``openai/gsm8k``
-dataset, as in ``../shared/data/gsm8k``; or its hub layout ``main/train-*.parquet``), or a dataset id
+dataset, as in ``/path/to/gsm8k``; or its hub layout ``main/train-*.parquet``), or a dataset id
 loaded with ``datasets.load_dataset(path, "main")`` (from the local cache when offline). The test split
 is the held-out eval set (``eval/gsm8k/accuracy``); ``dev_size`` problems of the train split are held
 out as the dev set. The reward reads the final answer from the worked solution (reward=gsm8k).

@@ -5,7 +5,7 @@ dialogue up to and including the last ``\\n\\nAssistant:`` marker; the response 
 its leading space, as TRL's implicit-prompt split leaves it). A row whose two dialogues differ before
 that marker, or that has no marker, is a bad row (error naming file and line, or dropped with
 ``data.bad_rows=drop``). Loads ``data.path``: a local ``.jsonl.gz`` (e.g.
-``../shared/data/hh-rlhf-harmless-base/test.jsonl.gz``) or the dataset id ``Anthropic/hh-rlhf``
+``/path/to/hh-rlhf/harmless-base/test.jsonl.gz``) or the dataset id ``Anthropic/hh-rlhf``
 (with ``data.data_dir``, e.g. ``harmless-base``). Everything else is ``rlx/data/preference.py``.
 """
 

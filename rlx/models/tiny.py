@@ -4,8 +4,8 @@ holds the tokenizer, the architecture and the cache; the build that trains it is
 
 It is saved and loaded through the same ``from_pretrained`` path a hub model uses. Qwen3 and not
 Qwen2: with ``model_type: qwen2`` AutoTokenizer silently swaps in Qwen2's pre-tokenizer
-(environment.md §2). Digits are pre-tokenized one by one; merged digits make SFT learn a lookup
-table instead of addition (calibration.md §2.3).
+(docs/environment.md §2). Digits are pre-tokenized one by one; merged digits make SFT learn a lookup
+table instead of addition (docs/calibration.md §2.3).
 """
 
 from __future__ import annotations

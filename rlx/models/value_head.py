@@ -2,13 +2,13 @@
 
 ``ValueModel`` = the backbone of a causal LM (``lm.base_model``: embeddings + decoder, no LM head)
 and ``v_head`` = Linear(hidden, 1), one scalar per position (TRL's ``AutoModelForCausalLMWithValueHead``,
-OpenRLHF's ``get_llm_for_sequence_regression``; algorithms.md §2.1 "Critic architecture", §3.3).
+OpenRLHF's ``get_llm_for_sequence_regression``; docs/algorithm_notes.md §2.1 "Critic architecture", §3.3).
 
 - Critic: V(s_t) for the state before response token t is the head's output at the position that
   predicts token t, the same alignment as the policy's log-probs (``logits[:, :-1]``; OpenRLHF slices
-  values ``[:, :-1]`` then the last T, algorithms.md §3.3).
+  values ``[:, :-1]`` then the last T, docs/algorithm_notes.md §3.3).
 - Reward model: the score of (prompt x, response y) is the head's output at the last attended token,
-  i.e. at the EOS (InstructGPT arXiv:2203.02155 §3.5; algorithms.md §2.3). Optionally
+  i.e. at the EOS (InstructGPT arXiv:2203.02155 §3.5; docs/algorithm_notes.md §2.3). Optionally
   (``likelihood_weight``, a learned scalar w initialised to that value) plus the length-normalised
   log-likelihood of y under the backbone's own LM head, SimPO's implicit reward (Meng et al. 2024,
   arXiv:2405.14734 eq. 4):

@@ -23,7 +23,7 @@ def soft_overlong_punishment(lengths, max_length: int, cache_length: int, penalt
     """Penalties (<= 0) for response lengths in tokens: a tensor for a tensor, a list for a list.
 
     L_max = 20480, L_cache = 4096 (the paper's values): |y| = 16384 -> 0, 18432 -> -0.5,
-    20480 -> -1, 30000 -> -1 (algorithms.md §8.9).
+    20480 -> -1, 30000 -> -1 (docs/algorithm_notes.md §8.9).
     """
     if cache_length <= 0 or cache_length > max_length:
         raise ValueError(f"cache_length={cache_length}: must be in (0, max_length={max_length}]")

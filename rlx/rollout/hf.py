@@ -3,7 +3,7 @@
 rlx's own loop (``rollout.sampler``: each prompt prefilled once for its n samples, preallocated
 cache, finished rows dropped) runs when the model's cache allows it; ``model.generate`` otherwise
 (``rollout.fast_sampler=false`` forces it). transformers fills unset generation fields with defaults
-such as ``top_k=50`` and ``max_length=20`` (calibration.md §4.4), which would make sampling silently
+such as ``top_k=50`` and ``max_length=20`` (docs/calibration.md §4.4), which would make sampling silently
 off-policy; every field is set here, and the sampler applies the same warpers in the same order.
 
 ``rollout.engine_logprobs`` (or ``rollout.is_correction`` with it left at null) makes the engine keep

@@ -1,4 +1,4 @@
-"""Fault injection at real code points, for the reliability tests (reliability.md §3).
+"""Fault injection at real code points, for the reliability tests (docs/reliability.md §3).
 
 Off unless the environment variable ``RLX_FAULT`` is set, e.g. ``RLX_FAULT=kill_in_save@4:state``.
 Several faults are separated by commas. Each is ``<name>@<step>`` with an optional ``:<phase>``:

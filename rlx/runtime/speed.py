@@ -2,7 +2,7 @@
 
 - ``resolve_autocast``: ``hardware.autocast: null`` (auto) turns bf16 autocast on where it is faster:
   a CUDA device with bf16, or a CPU with AMX-BF16 and a model of at least ``AUTOCAST_MIN_PARAMS``
-  parameters (environment.md §3: 2.5× faster at 31.7M, 1.5× at 4M, slower at 1M where per-op
+  parameters (docs/environment.md §3: 2.5× faster at 31.7M, 1.5× at 4M, slower at 1M where per-op
   overhead dominates). ``true`` / ``false`` force it.
 - ``fp32_attention``: under CPU autocast, attention runs in float32 (``rlx_sdpa_fp32``, registered
   with transformers' AttentionInterface). The CPU flash-attention backward is 2.3× slower in bf16

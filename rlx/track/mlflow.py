@@ -2,7 +2,7 @@
 
 Store: ``tracker.mlflow.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else a SQLite file
 ``outputs/mlflow.db`` under the launch dir, with artifacts in ``outputs/mlartifacts`` (mlflow's own
-default would put them in ``./mlruns`` relative to the cwd: environment.md §5.2). An ``http(s)``
+default would put them in ``./mlruns`` relative to the cwd: docs/environment.md §5.2). An ``http(s)``
 server is probed with a capped timeout first, so an unreachable one fails at start in seconds
 instead of after mlflow's default retries (7 × 120 s); later requests are capped the same way.
 ``rlx.track.Trackers`` reports a failure once and disables the backend.

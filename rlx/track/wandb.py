@@ -4,7 +4,7 @@ Mode ``auto`` runs offline when ``WANDB_MODE`` says offline/disabled or there is
 (``WANDB_API_KEY`` or a netrc entry for the W&B host), online otherwise. The offline run lands in
 ``<run dir>/wandb/offline-run-*`` (``wandb sync`` uploads it later). An online ``wandb.init`` that
 does not answer within ``tracker.wandb.init_timeout_s`` (W&B's default is 90 s, then it raises:
-reliability.md §1) falls back to offline with one warning; ``finish`` is capped by
+docs/reliability.md §1) falls back to offline with one warning; ``finish`` is capped by
 ``finish_timeout_s`` (W&B's default blocks until everything is uploaded).
 
 Group = the sweep (or ``default``); tags algo, model, data, seed, config hash; the resolved config

@@ -1,7 +1,7 @@
 """Critic support for the online loop: every algorithm with ``needs_critic`` (PPO, PPO-ptx, VAPO).
 
 The critic is a separate value model (``rlx.models.value_head``) with its own optimizer, initialised
-from the reward model or from the policy (``algo.critic_init``; algorithms.md §2.1 "Critic
+from the reward model or from the policy (``algo.critic_init``; docs/algorithm_notes.md §2.1 "Critic
 architecture", §3.2). The online loop calls, per step:
 
   4b. ``prepare(batch)``  V_old(s_t) [N, T] without gradients, then the algorithm's value targets

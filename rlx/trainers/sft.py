@@ -1,5 +1,5 @@
 """Supervised fine-tuning on (prompt, completion) records: ``algo=sft`` runs, and the embedded
-model's warm start (``warm_start``), which stops at a dev-accuracy target (calibration.md §2.3:
+model's warm start (``warm_start``), which stops at a dev-accuracy target (docs/calibration.md §2.3:
 SFT has a sharp seed-dependent phase transition, so a fixed step count is fragile)."""
 
 from __future__ import annotations
