@@ -1,5 +1,8 @@
-"""``python -m rlx [overrides]``: check the config (exit 2 on an error, before any model or data
-loads), then run it as a Hydra app (multirun, sweeps and launchers are Hydra's)."""
+"""``python -m rlx [overrides]``: check the config and pre-flight (files, reward functions, device, memory,
+model availability), then run it as a Hydra app (multirun, sweeps and launchers are Hydra's). Nothing loads
+and no run dir is created before the checks pass. Exit codes: rlx/config/preflight.py and docs/errors.md
+(2 config/pre-flight, 3 non-finite steps, 4 model not available, 5 machine cannot run it); each failure
+is one ``rlx:`` line, with its traceback only under ``RLX_DEBUG=1``."""
 
 from __future__ import annotations
 
@@ -9,14 +12,28 @@ import sys
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
+def _config_error(e) -> None:
+    if os.environ.get("RLX_DEBUG") == "1":
+        raise e
+    print(f"rlx: config error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
     from rlx.config import CONF_DIR, ConfigError, check_cli
+    from rlx.config.preflight import PreflightError, preflight, report
 
     try:
-        check_cli(sys.argv[1:])
+        cfgs = check_cli(sys.argv[1:])
     except ConfigError as e:
-        print(f"rlx: config error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _config_error(e)
+    try:
+        from rlx.models.memory import plan_check
+
+        for cfg in cfgs:
+            preflight(cfg, memory=plan_check)
+    except PreflightError as e:
+        sys.exit(report(e))
 
     import hydra
 
@@ -29,6 +46,7 @@ def main() -> None:
         if in_multirun():  # each sweep job trains in its own process (rlx/sweep.py says why)
             return run_isolated(cfg)
         from rlx.config import check_names
+        from rlx.models.memory import MemoryPlanError
         from rlx.runtime.checkpoint import ResumeError
         from rlx.trainers.base import NonFiniteError
 
@@ -38,12 +56,19 @@ def main() -> None:
                   f"{batch_table(cfg)}", file=sys.stderr)
             summary = run(cfg)
         except ConfigError as e:
-            print(f"rlx: config error: {e}", file=sys.stderr)
-            sys.exit(2)
+            _config_error(e)
+        except PreflightError as e:
+            sys.exit(report(e))
+        except MemoryPlanError as e:
+            sys.exit(report(PreflightError(f"model too big: {e}", code=5)))
         except ResumeError as e:
+            if os.environ.get("RLX_DEBUG") == "1":
+                raise
             print(f"rlx: error: {e}", file=sys.stderr)
             sys.exit(2)
         except NonFiniteError as e:
+            if os.environ.get("RLX_DEBUG") == "1":
+                raise
             print(f"rlx: error: {e}", file=sys.stderr)
             sys.exit(3)
         # data=arithmetic_pref logs its generation accuracy under data.eval_name (docs/offline.md)

@@ -70,6 +70,10 @@ def run(cfg, run_dir: str | Path | None = None) -> dict:
 
     _load_components()
     check_names(cfg)   # registry keys (ConfigError), before any model or data loads
+    from rlx.config.preflight import preflight
+    from rlx.models.memory import plan_check
+
+    preflight(cfg, memory=plan_check)   # files, reward fns, device, memory, hub model (PreflightError): no run dir yet
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     algo = build("algo", cfg.algo)

@@ -12,12 +12,12 @@ import itertools
 import re
 from pathlib import Path
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from rlx.config.checks import check_all, check_resolves, yaml_error
 from rlx.config.values import (  # noqa: F401 - ConfigError is re-exported
     ConfigError,
     _check_ranges,
-    _check_resolves,
     _check_values,
     _choice,
     _need,
@@ -29,8 +29,9 @@ CONF_DIR = (Path(__file__).resolve().parents[2] / "conf").resolve()
 GROUPS = ("algo", "model", "reward", "data", "hardware", "tracker", "experiment")
 
 
-def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+def group_choices(group: str, conf_dir: Path = CONF_DIR, extra_dir=None) -> list[str]:
+    dirs = [Path(conf_dir)] + ([Path(extra_dir)] if extra_dir else [])
+    return sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")})
 
 
 def compose(overrides=(), config_name: str = "config", config_dir: str | None = None) -> DictConfig:
@@ -50,15 +51,20 @@ def _compose_raw(overrides, config_name="config", config_dir=None, hydra=False) 
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    primary = str(Path(config_dir).resolve()) if config_dir else str(CONF_DIR)
-    extra = [] if not config_dir else [f"hydra.searchpath=[file://{CONF_DIR}]"]
+    own = config_dir and (Path(config_dir) / f"{config_name}.yaml").is_file()  # else: presets only, rlx's config
+    primary = str(Path(config_dir).resolve()) if own else str(CONF_DIR)
+    extra = [] if not config_dir else [f"hydra.searchpath=[file://{CONF_DIR if own else Path(config_dir).resolve()}]"]
     outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
     GlobalHydra.instance().clear()   # inside a running Hydra app (a pipeline composing its stages): set aside
     try:
         with initialize_config_dir(config_dir=primary, version_base="1.3"):
             return hydra_compose(config_name, overrides=extra + list(overrides), return_hydra_config=hydra)
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(_explain(e, overrides)) from None
+        raise ConfigError(yaml_error(e) or _explain(e, overrides)) from None
+    except Exception as e:  # a YAML syntax error in a config file surfaces as yaml's own error
+        if not yaml_error(e):
+            raise
+        raise ConfigError(yaml_error(e)) from None
     finally:
         if outer is not None:   # ... and restored
             GlobalHydra.instance().clear()
@@ -123,7 +129,7 @@ def _unknown_key_message(key: str, overrides) -> str:
     return f"unknown config key '{bad}'{inside}{did} ({listing})"
 
 
-def _check_overrides(overrides) -> None:
+def _check_overrides(overrides, config_dir=None) -> None:
     """Group choices and '+' additions, checked before composing (clear errors, no Hydra trace)."""
     for ov in overrides:
         if "=" not in ov and not ov.startswith("~"):
@@ -141,7 +147,7 @@ def _check_overrides(overrides) -> None:
             raise ConfigError(f"'{key}': '~' would delete '{bare}', which every run needs; rlx configs are closed: "
                               f"set it instead ({bare}=<value>)")
         if bare in GROUPS:
-            valid = group_choices(bare)
+            valid = group_choices(bare, CONF_DIR, config_dir)
             for choice in _sweep_values(value):
                 if choice not in valid and not (bare == "experiment" and choice == "null"):
                     hint = closest(choice, valid)
@@ -163,8 +169,8 @@ def _sweep_values(value: str) -> list[str]:
     return [x.strip() for x in v.split(",")] if "," in v and not v.startswith("[") else [v]
 
 
-def check_cli(argv) -> None:
-    """Validate what ``python -m rlx argv`` would run, every job of a multirun included."""
+def check_cli(argv) -> list[DictConfig]:
+    """Validate what ``python -m rlx argv`` would run, every job of a multirun included; returns their configs."""
     config_dir, config_name, overrides, multirun = None, "config", [], False
     args = list(argv)
     i = 0
@@ -184,21 +190,23 @@ def check_cli(argv) -> None:
         elif a.startswith("--config-name="):
             config_name = a.split("=", 1)[1]
         elif a.startswith("-"):
-            return  # --help, --cfg, --info, shell completion: Hydra's business
+            return []  # --help, --cfg, --info, shell completion: Hydra's business
         else:
             overrides.append(a)
         i += 1
     plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
-    _check_overrides(plain)
+    _check_overrides(plain, config_dir)
     sweep_params = {}
     if config_dir or multirun:
         hcfg = _compose_raw([], config_name, config_dir, hydra=True)
         params = OmegaConf.select(hcfg, "hydra.sweeper.params") or {}
         sweep_params = {k: str(v) for k, v in params.items()}
-        _check_overrides([f"{k}={v}" for k, v in sweep_params.items()])
+        _check_overrides([f"{k}={v}" for k, v in sweep_params.items()], config_dir)
+    cfgs = []
     for job in _jobs(plain, sweep_params if (multirun or sweep_params) else {}):
-        cfg = _compose_raw(job, config_name, config_dir)
-        validate(cfg)
+        cfgs.append(_compose_raw(job, config_name, config_dir))
+        validate(cfgs[-1])
+    return cfgs
 
 
 def _jobs(overrides, sweep_params) -> list[list[str]]:
@@ -232,39 +240,13 @@ def _jobs(overrides, sweep_params) -> list[list[str]]:
 
 def validate(cfg: DictConfig) -> None:
     """Types against the group's own defaults, then cross-field ranges. Raises ``ConfigError``."""
-    choices = [f"{g}={cfg[g].name}" for g in GROUPS if g in cfg and isinstance(cfg[g], DictConfig) and "name" in cfg[g]]
+    choices = [f"{g}={cfg[g].name}" for g in GROUPS if g in cfg and isinstance(cfg[g], DictConfig) and "name" in cfg[g]
+               and cfg[g].name in group_choices(g)]   # a user preset (--config-dir) is checked against the default
     base = _base(tuple(choices))
-    _check_resolves(cfg)
-    _check_types(cfg, base, "")
+    check_resolves(cfg, _missing_key)
+    check_all(cfg, base)
     _check_ranges(cfg)
     _check_values(cfg)
-
-
-def _check_types(node, base, prefix) -> None:
-    if not isinstance(node, DictConfig) or not isinstance(base, DictConfig):
-        return
-    for key in node.keys():
-        path = f"{prefix}{key}"
-        if key not in base or path.startswith("hydra"):
-            continue
-        child, ref_child = node._get_node(key), base._get_node(key)
-        if isinstance(child, DictConfig) or isinstance(ref_child, DictConfig):
-            _check_types(child, ref_child, path + ".")
-            continue
-        val = child if isinstance(child, ListConfig) else child._value()
-        ref = ref_child if isinstance(ref_child, ListConfig) else ref_child._value()
-        if ref is None or val is None or any(isinstance(x, str) and x.startswith("${") for x in (val, ref)):
-            continue
-        ok = type(val) is type(ref) or (isinstance(ref, float) and isinstance(val, int) and not isinstance(val, bool))
-        ok = ok or (isinstance(ref, (list, ListConfig)) and isinstance(val, (list, ListConfig)))
-        if not ok:
-            raise ConfigError(
-                f"{path}={val!r}: expected {_type_name(ref)} (default {ref!r}), got {_type_name(val)}"
-            )
-
-
-def _type_name(v) -> str:
-    return "list" if isinstance(v, (list, ListConfig)) else type(v).__name__
 
 
 def check_names(cfg: DictConfig) -> None:

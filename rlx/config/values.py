@@ -128,22 +128,6 @@ def _check_batch_units(cfg: DictConfig) -> None:
           f"trainer.micro_batch_size={micro}: must divide trainer.mini_batch_size={mini}")
 
 
-def _check_resolves(cfg: DictConfig) -> None:
-    """Every interpolation resolves (``trainer.lr=${trainer.foo}`` names the missing key and its closest)."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException as e:
-        first = str(e).splitlines()[0]
-        m = re.search(r"Interpolation key '([^']+)' not found", first)
-        from rlx.config.compose import _missing_key  # the key-suggestion logic lives with the key checks
-
-        missing = _missing_key(m.group(1), [], root=cfg) if m else None
-        did = f"; did you mean '${{{missing[1]}}}'?" if missing and missing[1] else ""
-        raise ConfigError(f"{getattr(e, 'full_key', None) or '<config>'}: cannot resolve: {first}{did}") from None
-
-
 def _check_values(cfg: DictConfig) -> None:
     """Ranges and choices of the keys every run has (trainer, rollout, model, hardware, sizes)."""
     t, r, hw = cfg.trainer, cfg.rollout, cfg.hardware

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 _GB = 2**30
+_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 class MemoryPlanError(RuntimeError):
@@ -41,6 +40,7 @@ def _arch_config(mcfg):
 
 def param_count(mcfg) -> tuple[int, object]:
     """Parameters of the architecture, counted on the meta device (nothing allocated)."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     conf = _arch_config(mcfg)
@@ -50,8 +50,11 @@ def param_count(mcfg) -> tuple[int, object]:
 
 
 def available_bytes(device: str) -> int:
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.mem_get_info()[0]
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.mem_get_info()[0]
     with open("/proc/meminfo") as fh:
         info = dict(line.split(":", 1) for line in fh)
     return int(info["MemAvailable"].split()[0]) * 1024
@@ -59,10 +62,13 @@ def available_bytes(device: str) -> int:
 
 def estimate(cfg, needs_ref: bool) -> dict:
     P, conf = param_count(cfg.model)
-    b = torch.finfo(getattr(torch, cfg.model.dtype)).bits // 8
+    return _parts(cfg, P, conf.num_hidden_layers, conf.hidden_size, conf.vocab_size, needs_ref)
+
+
+def _parts(cfg, P: int, L: int, h: int, V: int, needs_ref: bool) -> dict:
+    b = _BYTES.get(str(cfg.model.dtype), 4)
     lora = cfg.model.get("lora")
     r = lora.rank if lora is not None else 0
-    L, h = conf.num_hidden_layers, conf.hidden_size
     T = P if r == 0 else 2 * r * h * 7 * L  # ~7 adapted projections per layer, each r·(d_in+d_out) ≈ 2·r·h
     world = int(os.environ.get("WORLD_SIZE", 1))
     shard = world if cfg.hardware.get("strategy") == "fsdp" else 1
@@ -75,7 +81,7 @@ def estimate(cfg, needs_ref: bool) -> dict:
         "reference": P * b / shard if (needs_ref and r == 0) else 0,
         "gradients": T * b / shard,
         "adam": 8 * T / shard,
-        "activations": per_layer * L + 4 * m * t * conf.vocab_size,
+        "activations": per_layer * L + 4 * m * t * V,
     }
     parts = {k: v / _GB for k, v in parts.items()}
     parts["total"] = sum(parts.values())
@@ -83,11 +89,35 @@ def estimate(cfg, needs_ref: bool) -> dict:
     return parts
 
 
+def arch_params(arch, vocab: int) -> int:
+    """Parameters of a Qwen2/Qwen3/Llama-style ``model.arch``, counted from its numbers (no torch, no hub)."""
+    h, L, heads = arch.hidden_size, arch.num_hidden_layers, arch.num_attention_heads
+    kv, hd = arch.get("num_key_value_heads") or heads, arch.get("head_dim") or h // heads
+    emb = vocab * h * (1 if arch.get("tie_word_embeddings", True) else 2)
+    return emb + L * (2 * h * heads * hd + 2 * h * kv * hd + 3 * h * arch.intermediate_size + 2 * h) + h
+
+
+def plan_check(cfg) -> None:
+    """Pre-flight memory plan of a hub preset from its ``model.arch`` numbers (the trainer's ``check`` measures
+    the built architecture later); raises ``MemoryPlanError`` when it cannot fit. The embedded model always fits."""
+    m, a = cfg.model, cfg.algo
+    if m.get("source") != "hub" or "arch" not in m:
+        return
+    V = m.arch.get("vocab_size") or m.get("vocab_size", 300)
+    needs_ref = float(a.get("beta", 0) or 0) > 0 or ("reference_free" in a and not a.reference_free)
+    plan = _parts(cfg, arch_params(m.arch, V), m.arch.num_hidden_layers, m.arch.hidden_size, V, needs_ref)
+    _verdict(cfg, plan, available_bytes(str(cfg.hardware.device)) / _GB)
+
+
 def check(cfg, needs_ref: bool, log=print) -> dict:
     plan = estimate(cfg, needs_ref)
     avail = available_bytes(cfg.hardware.device) / _GB
     terms = ", ".join(f"{k} {v:.2f}" for k, v in plan.items() if k not in ("total", "params"))
     log(f"[rlx] memory plan per device: {plan['total']:.2f} GB ({terms}) of {avail:.1f} GB available")
+    return _verdict(cfg, plan, avail)
+
+
+def _verdict(cfg, plan: dict, avail: float) -> dict:
     if plan["total"] > avail:
         raise MemoryPlanError(
             f"model.{cfg.model.name} ({plan['params'] / 1e9:.2f}B params, {cfg.model.dtype}) needs about "
