@@ -19,12 +19,13 @@ Every failure prints one ``rlx: ...`` line with a hint; ``RLX_DEBUG=1`` re-raise
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
+
+from rlx.runtime.user_code import load_module
 
 EXIT_OK, EXIT_BUG, EXIT_CONFIG, EXIT_NONFINITE, EXIT_MODEL, EXIT_MACHINE = 0, 1, 2, 3, 4, 5
 HUB_TIMEOUT_S = 3.0
@@ -97,21 +98,10 @@ def check_rewards(cfg: DictConfig) -> None:
         hint = "reward.fn=my_pkg.rewards:score or reward.fn=path/to/file.py:score"
         if not path or not isinstance(path, str):
             raise PreflightError(f"{key}: not set (reward term '{name}' loads a Python function)", hint)
-        module_path, _, attr = path.rpartition(":") if ":" in path else path.rpartition(".")
-        if not module_path or not attr:
-            raise PreflightError(f"{key}={path}: expected 'package.module:function' or 'file.py:function'", hint)
         try:
-            if module_path.endswith(".py"):
-                if not Path(module_path).is_file():
-                    raise FileNotFoundError(f"no such file {module_path}")
-                spec = importlib.util.spec_from_file_location(f"rlx_user_reward_{Path(module_path).stem}", module_path)
-                module = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(module)
-            else:
-                module = importlib.import_module(module_path)
-        except Exception as e:  # noqa: BLE001 - any import failure of user code is reported in one line
-            raise PreflightError(f"{key}={path}: cannot import '{module_path}' ({type(e).__name__}: {e})",
-                                 "check the module is importable from this directory (PYTHONPATH)") from None
+            module, module_path, attr = load_module(path)
+        except ValueError as e:
+            raise PreflightError(f"{key}={path}: {e}", hint) from None
         if not callable(getattr(module, attr, None)):
             names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
             from rlx.registry import closest

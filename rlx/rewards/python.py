@@ -11,11 +11,8 @@ It runs isolated like every term: exceptions, wrong lengths, non-numbers and ove
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from pathlib import Path
-
 from rlx.registry import REWARDS
+from rlx.runtime.user_code import load_module
 
 
 def import_function(path: str):
@@ -23,21 +20,10 @@ def import_function(path: str):
     if not path or not isinstance(path, str):
         raise ValueError("reward.fn is not set: give the import path of your function, e.g. "
                          "reward.fn=my_pkg.rewards:score")
-    module_path, sep, attr = path.rpartition(":") if ":" in path else path.rpartition(".")
-    if not module_path or not attr:
-        raise ValueError(f"reward.fn={path}: expected 'package.module:function' or 'file.py:function'")
     try:
-        if module_path.endswith(".py"):
-            file = Path(module_path)
-            if not file.is_file():
-                raise FileNotFoundError(f"no such file {file}")
-            spec = importlib.util.spec_from_file_location(f"rlx_user_reward_{file.stem}", file)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_path)
-    except Exception as e:
-        raise ValueError(f"reward.fn={path}: cannot import '{module_path}' ({type(e).__name__}: {e})") from None
+        module, module_path, attr = load_module(path)
+    except ValueError as e:
+        raise ValueError(f"reward.fn={path}: {e}") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ValueError(f"reward.fn={path}: '{module_path}' has no callable '{attr}'")
