@@ -302,6 +302,7 @@ def test_stop_gradient_clip_mode_keeps_gradient_of_clipped_tokens():
 # ---------------------------------------------------------------- the loop's hooks
 
 
+@pytest.mark.slow
 def test_concat_batches_keeps_log_probs(tiny):
     # two generation rounds with different prompt and response widths: padding to one batch must not
     # change any valid token's log-prob
@@ -334,6 +335,7 @@ def test_concat_batches_keeps_log_probs(tiny):
             row += len(p)
 
 
+@pytest.mark.slow
 def test_dapo_cli_logs_its_extras(tmp_path):
     run_cli(["algo=dapo", "trainer.steps=2", "data.prompts_per_step=2", *FAST], run_dir=tmp_path)
     row = read_metrics(tmp_path)[1]

@@ -292,6 +292,7 @@ def test_raft_pp_clips_the_ratio():
 # ---------------------------------------------------------------- presets
 
 @pytest.mark.parametrize("name", FAMILY)
+@pytest.mark.slow
 def test_presets_compose_and_build(name):
     a = algo(name)
     assert a.name == name and rlx.compose([f"algo={name}"]).algo.name == name

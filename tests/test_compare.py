@@ -65,6 +65,7 @@ def sweep_dir(tmp_path):
     return tmp_path / "sweep"
 
 
+@pytest.mark.slow
 def test_summary_table_by_hand(sweep_dir, tmp_path):
     out = tmp_path / "report"
     result = compare.build_report([compare.load_run_dir(d) for d in compare.find_run_dirs([sweep_dir])], out)
@@ -136,6 +137,7 @@ def test_html_renders_in_headless_chromium(sweep_dir, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["algo_ablation", "kl_ablation", "pref_ablation", "lr_beta_optuna", "dapo_ablation"])
+@pytest.mark.slow
 def test_study_sweeps_compose(name):
     """The local studies (the cluster launchers' files are tested with them in test_scale.py)."""
     sweeps = REPO / "sweeps"
@@ -203,6 +205,7 @@ def _pids_with(needle: str) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 def test_sweep_survives_a_raise_and_a_sigkill(tmp_path):
     """Job 3 raises (bad data config); job 2's training process is SIGKILLed as the OOM killer would;
     jobs 0 and 1 complete, and the report holds them and names the other two."""

@@ -11,6 +11,7 @@ from rlx.config import CONF_DIR, GROUPS, ConfigError, group_choices
 
 
 @pytest.mark.parametrize("group", [g for g in GROUPS if (CONF_DIR / g).exists()])
+@pytest.mark.slow
 def test_every_conf_file_composes(group):
     for choice in group_choices(group):
         cfg = rlx.compose([f"{group}={choice}"])
@@ -45,6 +46,7 @@ def test_every_key_has_a_comment():
     (["trainer.mini_batch_size=100"], "mini_batch_size"),
     (["algo.loss_agg_mode=token_meen"], "token_mean"),
 ])
+@pytest.mark.slow
 def test_bad_config_raises(overrides, needle):
     with pytest.raises(ConfigError) as e:
         rlx.compose(overrides)
@@ -52,6 +54,7 @@ def test_bad_config_raises(overrides, needle):
 
 
 @pytest.mark.parametrize("arg, needle", [("algo=grpoo", "grpo"), ("algo.eps_hgih=0.3", "eps_high")])
+@pytest.mark.slow
 def test_cli_exits_2_fast(arg, needle):
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "rlx", arg], capture_output=True, text=True, timeout=30)

@@ -39,6 +39,7 @@ def test_gsm8k_from_the_local_folder():
     assert not train_q & {r["prompt"] for r in data.dev_set()}          # dev never trained on
 
 
+@pytest.mark.slow
 def test_gsm8k_dataset_id_offline_names_the_key():
     with pytest.raises(FileNotFoundError, match="data.path=openai/gsm8k"):
         _data(["data=gsm8k"])                       # the default id; no network and no cache here
@@ -124,6 +125,7 @@ def test_eval_pass_and_maj_at_k(tmp_path):
 
 
 @needs_gsm8k
+@pytest.mark.slow
 def test_gsm8k_run_logs_eval_accuracy(tmp_path):
     # Done-when 5 with small sizes: data=gsm8k reward=gsm8k from the local folder, tiny model, prompts cut
     # from the left to fit its 128 positions (96 + 16 new tokens).

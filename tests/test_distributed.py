@@ -39,6 +39,7 @@ def single(tmp_path_factory, warm_tiny):
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.slow
 def test_two_ranks_equal_one_process(strategy, single, tmp_path):
     torchrun(ARGS + [f"hardware={strategy}"], tmp_path)
     rows = read_metrics(tmp_path)

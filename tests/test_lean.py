@@ -124,6 +124,7 @@ def test_falls_back_where_it_does_not_apply(tiny):
     assert lean.for_model(off) is None and lean.why_not(off) is None
 
 
+@pytest.mark.slow
 def test_the_switch_turns_the_lean_forward_off(tmp_path, capsys, warm_tiny):
     # hardware.lean_forward=false must reach the trainer: its log line says off, and the model has no lean forward
     import rlx
@@ -141,6 +142,7 @@ RANDOM_QWEN2 = ["model=qwen0_5b", "model.init=random", "model.arch.hidden_size=6
                 "model.arch.intermediate_size=128", "model.arch.vocab_size=1000"]
 
 
+@pytest.mark.slow
 def test_a_random_bf16_model_under_cpu_autocast_runs_with_the_lean_forward(tmp_path):
     # model=qwen0_5b model.init=random (bf16 parameters) with bf16 autocast switches attention to float32; the
     # lean forward's self-check runs outside autocast, where that attention returned float32 into a bf16 o_proj
@@ -162,6 +164,7 @@ def test_a_random_bf16_model_under_cpu_autocast_runs_with_the_lean_forward(tmp_p
 
 
 @pytest.mark.parametrize("algo", ["grpo", "dpo"])
+@pytest.mark.slow
 def test_a_run_gives_the_same_metrics_with_the_lean_forward_off(tmp_path, algo, capsys, warm_tiny):
     """Sampling, reference and training forwards, the update and the evaluation through the lean forward give
     the metrics of the same run through transformers' forward (every value of every step but perf/*). The

@@ -211,6 +211,7 @@ def test_gradient_does_not_depend_on_micro_batch(tmp_path):
     assert len(kl_index) == len(index) == 6 * 3 and all(key[2] != key[3] for key in kl.keys)
 
 
+@pytest.mark.slow
 def test_dpo_matches_trl_dpo_trainer(tmp_path):
     trl = pytest.importorskip("trl", reason="TRL is a dev/bench extra; the DPO equivalence test needs it")
     from datasets import Dataset
@@ -273,6 +274,7 @@ GOOD = {"prompt": "1+1=", "chosen": "2", "rejected": "3"}
     ({"prompt": "1+1+1+1+1+1+1=", "chosen": "7", "rejected": "3"}, "tokens > data.max_prompt_tokens=6"),
     ("{not json", "not valid JSON"),
 ])
+@pytest.mark.slow
 def test_bad_rows_name_file_and_line(tmp_path, bad, needle):
     path = write_jsonl(tmp_path / "d.jsonl", [GOOD, GOOD, bad, GOOD])
     with pytest.raises(BadRowError) as e:

@@ -237,6 +237,7 @@ def _same_metrics(a, b):
     assert strip[0] == strip[1]
 
 
+@pytest.mark.slow
 def test_ppo_logs_critic_metrics_and_resumes_exactly(tmp_path):
     # 4 PPO steps in one go vs 2 steps + resume from the step-2 checkpoint: identical metrics (the critic's
     # weights and optimizer, the KL controller's β and the data cursor are all in the checkpoint)
@@ -256,6 +257,7 @@ def test_ppo_logs_critic_metrics_and_resumes_exactly(tmp_path):
     assert a[3]["ppo/kl_coef"] != a[1]["ppo/kl_coef"]   # the adaptive controller moved β
 
 
+@pytest.mark.slow
 def test_vapo_and_ppo_ptx_run(tmp_path):
     # VAPO: 1 value-pretraining step (policy frozen: loss/total is the value loss), then a policy step;
     # PPO-ptx: the pretraining term is logged
@@ -273,6 +275,7 @@ HH = "/work/shared/data/hh-rlhf-harmless-base/test.jsonl.gz"
 
 
 @pytest.mark.skipif(not Path(HH).exists(), reason="needs the HH-RLHF file of the shared data dir")
+@pytest.mark.slow
 def test_rm_on_hh_rlhf(tmp_path):
     # the same RM code on real preference data: a few steps with the tiny model
     cfg = rlx.compose(["algo=rm", "data=hh_rlhf", f"data.path={HH}", "data.max_rows=200", "data.eval_size=8",
@@ -287,6 +290,7 @@ def test_rm_on_hh_rlhf(tmp_path):
         assert r["prompt"].endswith("\n\nAssistant:") and all(x.strip() for x in r["responses"])
 
 
+@pytest.mark.slow
 def test_pipeline_composes_and_runs(tmp_path):
     # experiment=rlhf_pipeline composes; with 2 steps per stage it runs SFT -> RM -> PPO, each stage in its
     # own dir feeding the next, and compares SFT and PPO with the RM score and the true score side by side

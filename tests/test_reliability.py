@@ -115,6 +115,7 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize("overrides, key, hint", MALFORMED, ids=[" ".join(m[0]) for m in MALFORMED])
+@pytest.mark.slow
 def test_malformed_invocation_names_key_and_closest_choice(overrides, key, hint):
     t0 = time.perf_counter()
     with pytest.raises(ConfigError) as e:
@@ -142,6 +143,7 @@ CLI_CASES = [
 
 
 @pytest.mark.parametrize("arg, hint", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+@pytest.mark.slow
 def test_cli_exits_2_fast_before_any_load(arg, hint, tmp_path):
     cache, run_dir = tmp_path / "cache", tmp_path / "run"
     cache.mkdir()
@@ -263,6 +265,7 @@ def test_resume_after_cut_first_save_starts_over_loudly(tmp_path):
     assert Checkpointer(tmp_path).resume_point() is None
 
 
+@pytest.mark.slow
 def test_cli_resume_with_only_damaged_checkpoints_exits_2_before_loading(tmp_path):
     ck = Checkpointer(tmp_path / "run" / "checkpoints")
     ck.save(4, _model(4), {"step": 4})
@@ -351,6 +354,7 @@ def test_nonfinite_loss_stops_after_max_bad_steps_naming_it(tmp_path, monkeypatc
     assert _same(_weights(tmp_path, 1), _weights(tmp_path, 2))
 
 
+@pytest.mark.slow
 def test_overflowing_lr_stops_the_cli_run_with_exit_3_naming_the_first_bad_quantity(tmp_path):
     # lr 1e30: the first update with a nonzero gradient throws the weights to ~1e30; the next gradient
     # overflows (loss still finite), so the guard skips that update and the next, then stops the run
@@ -431,6 +435,7 @@ def build_hangs(cfg=None):
     return hangs
 
 
+@pytest.mark.slow
 def test_reward_exceptions_timeouts_and_tracker_outage_together(tmp_path, capfd):
     steps = 3
     cfg = rlx.compose([*SMALL, f"trainer.steps={steps}", "data.eval_size=4", "reward.timeout_s=0.5",

@@ -199,6 +199,7 @@ def _present(algo: str):
 
 @pytest.mark.parametrize("name", ["grpo", pytest.param("dpo", marks=_present("dpo")),
                                   pytest.param("dapo", marks=_present("dapo"))])
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_uninterrupted(refs, tmp_path, name):
     args, n_kills = RUNS[name]
     ref, cut, steps = refs(name), tmp_path / "cut", steps_of(args)
@@ -217,6 +218,7 @@ def test_resume_after_sigkill_equals_uninterrupted(refs, tmp_path, name):
           f"{sum(k['mid_save'] for k in kills)}")
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_other_seed_other_trajectory(grpo_ref, tmp_path):
     twin, other = tmp_path / "twin", tmp_path / "seed1"
     finish(GRPO, twin)
@@ -229,6 +231,7 @@ def test_same_seed_same_metrics_other_seed_other_trajectory(grpo_ref, tmp_path):
     assert ref1["optim/lr"] == other1["optim/lr"]
 
 
+@pytest.mark.slow
 def test_a_run_that_builds_the_embedded_model_equals_one_that_loads_it(tmp_path):
     """The first run on an empty model cache builds the model (seeding torch's generator and drawing from it);
     it must sample exactly as every later run, which loads the model from the cache."""
@@ -240,6 +243,7 @@ def test_a_run_that_builds_the_embedded_model_equals_one_that_loads_it(tmp_path)
     assert strip_perf(read_metrics(tmp_path / "cold")) == strip_perf(read_metrics(tmp_path / "warm"))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_at_the_next_step_boundary_and_exits_143(grpo_ref, tmp_path):
     from rlx.runtime.checkpoint import Checkpointer, _step_of
 

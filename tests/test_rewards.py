@@ -248,6 +248,7 @@ def sleeps_on_some(prompts, completions, **fields):
     return [0.5] * len(completions)
 
 
+@pytest.mark.slow
 def test_isolation_per_sample_exceptions_and_timeouts():
     reward = _composite(0.5, raises_on_some, sleeps_on_some)
     completions = [str(i) for i in range(20)]
@@ -306,6 +307,7 @@ def sleeps_on_10pct(prompts, completions, **fields):
     return [0.0] * len(completions)
 
 
+@pytest.mark.slow
 def test_run_with_failing_and_slow_rewards_completes_and_the_update_ignores_them(tmp_path):
     import torch
     from conftest import FAST, read_metrics

@@ -152,6 +152,7 @@ def _loss_and_grad(algo, is_weights=None):
 
 
 @pytest.mark.parametrize("name", _online_algos(takes_is_weights=True))
+@pytest.mark.slow
 def test_tis_with_matching_engine_logprobs_changes_nothing(name):
     algo = rlx.build("algo", rlx.compose([f"algo={name}"]).algo)
     plain = _loss_and_grad(algo)
@@ -191,6 +192,7 @@ def test_correction_refused_where_it_cannot_apply(algo, why):
     rlx.compose([f"algo={algo}", "rollout.engine_logprobs=true"])   # the metric alone is fine
 
 
+@pytest.mark.slow
 def test_the_online_algorithms_without_a_per_token_term():
     assert _online_algos(takes_is_weights=False) == ["gmpo", "gspo", "rlsc"]
 
@@ -199,6 +201,7 @@ def test_the_online_algorithms_without_a_per_token_term():
 
 
 @pytest.mark.parametrize("mini", ["null", "16"], ids=["on_policy", "off_policy"])
+@pytest.mark.slow
 def test_two_step_run_logs_the_mismatch_and_the_weights(tmp_path, mini):
     # on-policy: the old log-probs are the training forward's own; 2 mini-batches of 16: batch.old_logp
     cfg = rlx.compose(["algo=grpo", "trainer.steps=2", "data.prompts_per_step=4", "hardware.autocast=false",

@@ -46,6 +46,7 @@ def test_lora_reference_is_the_base_model(tiny):
     assert torch.allclose(again, pol)
 
 
+@pytest.mark.slow
 def test_lora_run_logs_trainable_params(tmp_path):
     run_cli(["trainer.steps=2", "data.prompts_per_step=4", "model.lora.rank=4", *FAST], run_dir=tmp_path)
     first = read_metrics(tmp_path)[0]

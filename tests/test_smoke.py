@@ -16,6 +16,7 @@ ONLINE_VOCAB = ["reward/mean", "reward/std", "score/mean", "response_length/mean
 
 
 @pytest.mark.parametrize("algo", group_choices("algo"))
+@pytest.mark.slow
 def test_two_steps(algo, tmp_path):
     run_cli([f"algo={algo}", "trainer.steps=2", "data.prompts_per_step=4", *FAST], run_dir=tmp_path)
     rows = read_metrics(tmp_path)
@@ -33,6 +34,7 @@ def test_two_steps(algo, tmp_path):
     assert (tmp_path / "config.yaml").exists() and (tmp_path / ".hydra" / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_grpo_logs_the_vocabulary(tmp_path):
     run_cli(["algo=grpo", "trainer.steps=2", "data.prompts_per_step=4", *FAST], run_dir=tmp_path)
     row = read_metrics(tmp_path)[1]

@@ -93,6 +93,7 @@ def server_run(mlflow_server, tmp_path_factory):
     return run_dir, proc
 
 
+@pytest.mark.slow
 def test_mlflow_server_holds_the_jsonl_metrics(mlflow_server, server_run):
     url, root = mlflow_server
     run_dir, _ = server_run
@@ -144,6 +145,7 @@ def wandb_records(path: Path):
             yield rec
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_holds_the_history(server_run):
     run_dir, _ = server_run
     offline = list((run_dir / "wandb").glob("offline-run-*"))
@@ -174,6 +176,7 @@ def test_canary_secrets_are_written_nowhere(mlflow_server, server_run):
         assert canary not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_unreachable_tracking_uri_changes_nothing(server_run, tmp_path):
     """A closed loopback port: the run completes, says so once, and its metrics equal the tracked run's."""
     run_dir, _ = server_run
@@ -191,6 +194,7 @@ def test_unreachable_tracking_uri_changes_nothing(server_run, tmp_path):
     print(f"unreachable-URI run: {time.perf_counter() - t0:.1f} s wall (includes python start-up)")
 
 
+@pytest.mark.slow
 def test_wandb_online_outage_falls_back_to_offline(tmp_path, monkeypatch):
     """Logged in (a key) but the W&B host refuses connections: init gives up after init_timeout_s, the
     run logs offline instead, and completes."""
@@ -225,6 +229,7 @@ def test_credentials_in_tracking_uri_are_refused():
         rlx.compose(["tracker=mlflow", "tracker.mlflow.tracking_uri=https://me:s3cret@mlflow.example.com"])
 
 
+@pytest.mark.slow
 def test_compare_reads_an_mlflow_experiment(mlflow_server, server_run, tmp_path):
     from rlx.report import compare
 

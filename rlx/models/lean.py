@@ -36,79 +36,20 @@ import weakref
 import torch
 import torch.nn.functional as F
 
+from rlx.models.lean_ops import (  # noqa: F401 (GrowCache, BufferCache, repeated_buffer: the sampler's)
+    BufferCache,
+    GrowCache,
+    _decode_attention,
+    _rms,
+    _rotate_half,
+    _sdpa,
+    attention_mask,
+    repeated_buffer,
+)
+
 SUPPORTED = ("qwen3", "qwen2", "llama")
 SELF_CHECK_ATOL = 1e-4
 FROZEN_MAX_PARAMS = 100_000_000   # decoding(): a merged copy of the weights (<= 400 MB in float32) per generation
-
-
-class GrowCache:
-    """Per-layer keys/values [N, H_kv, K, D], concatenated as tokens arrive (keeps autograd graphs)."""
-
-    def __init__(self, n_layers: int):
-        self.k: list = [None] * n_layers
-        self.v: list = [None] * n_layers
-
-    def update(self, i: int, k, v):
-        if self.k[i] is not None:
-            k, v = torch.cat([self.k[i], k], 2), torch.cat([self.v[i], v], 2)
-        self.k[i], self.v[i] = k, v
-        return k, v
-
-    def index(self, rows: torch.Tensor) -> "GrowCache":
-        out = GrowCache(len(self.k))
-        out.k, out.v = [k[rows] for k in self.k], [v[rows] for v in self.v]
-        return out
-
-
-def repeated_buffer(src: torch.Tensor, repeats: int, capacity: int, dtype=None) -> torch.Tensor:
-    """[B·repeats, H, capacity, D] buffer whose first L columns hold each row of ``src`` [B, H, L, D] repeated
-    ``repeats`` times in a row (a prompt's cache for its samples); the rest is filled as tokens arrive."""
-    B, H, L, D = src.shape
-    buf = src.new_empty(B * repeats, H, capacity, D, dtype=dtype or src.dtype)
-    buf.view(B, repeats, H, capacity, D)[:, :, :, :L] = src.unsqueeze(1)
-    return buf
-
-
-class BufferCache:
-    """Keys/values in buffers sized for the whole generation; ``update`` writes the new columns in place."""
-
-    def __init__(self, prefill: GrowCache, repeats: int, capacity: int, dtype=None):
-        self.n = prefill.k[0].shape[2]
-        self.k = [repeated_buffer(k, repeats, capacity, dtype) for k in prefill.k]
-        self.v = [repeated_buffer(v, repeats, capacity, dtype) for v in prefill.v]
-
-    def update(self, i: int, k, v):
-        end = self.n + k.shape[2]
-        self.k[i][:, :, self.n:end] = k
-        self.v[i][:, :, self.n:end] = v
-        out = self.k[i][:, :, :end], self.v[i][:, :, :end]
-        if i == len(self.k) - 1:   # every layer has written this forward's columns
-            self.n = end
-        return out
-
-    def select(self, rows: torch.Tensor) -> None:
-        self.k = [k[rows] for k in self.k]
-        self.v = [v[rows] for v in self.v]
-
-
-def _rms(x, weight, eps):
-    dtype = x.dtype   # transformers' RMSNorm: float32 statistics, the weight times the input dtype
-    x = x.to(torch.float32)
-    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x.to(dtype)
-
-
-def attention_mask(key_mask: torch.Tensor, q_len: int) -> torch.Tensor:
-    """Boolean [N, 1, Q, K] mask: query i (the last Q of K positions) sees real keys at or before it.
-    A query with no real key to see (a left-padding position) sees itself, so no row is all -inf
-    (its output is never read: no real query attends to a padding key)."""
-    keys = key_mask.bool()[:, None, None, :]
-    if q_len == 1:
-        return keys
-    K = key_mask.shape[1]
-    q_abs = torch.arange(K - q_len, K, device=key_mask.device)[:, None]
-    k_abs = torch.arange(K, device=key_mask.device)[None, :]
-    return (keys & (k_abs <= q_abs)) | (k_abs == q_abs)
 
 
 class Frozen:
@@ -255,29 +196,6 @@ def _onednn_linear() -> bool:
         return torch.equal(y, F.linear(x, w))
     except (AttributeError, RuntimeError):
         return False
-
-
-def _rotate_half(x):
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def _sdpa(q, k, v, mask, scale, n_rep):
-    if q.shape[2] == 1 and not torch.is_grad_enabled():   # one decode step
-        return _decode_attention(q, k, v, mask, scale, n_rep)
-    # enable_gqa: each KV head serves n_rep consecutive query heads, as transformers' repeat_kv, without
-    # materialising the repeated keys/values (on the CPU equal to it bit for bit; 1.5x faster fwd+bwd at 30M)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=n_rep > 1)
-
-
-def _decode_attention(q, k, v, mask, scale, n_rep):
-    """One query token: the n_rep query heads of a KV head as the rows of one small matmul against its keys
-    (what transformers' pack_gqa does for sdpa), softmax in the input dtype. 25-35% faster than the CPU
-    flash kernel at these shapes; equal to it within float rounding (a test checks greedy decoding)."""
-    N, H, _, D = q.shape
-    scores = torch.matmul(q.reshape(N, H // n_rep, n_rep, D), k.transpose(-1, -2)) * scale
-    scores = scores.masked_fill(~mask, float("-inf"))   # mask [N, 1, 1, K]: padding keys
-    return torch.matmul(scores.softmax(-1), v).view(N, H, 1, D)
 
 
 _CHECKPOINTING: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
