@@ -136,6 +136,75 @@ def test_html_renders_in_headless_chromium(sweep_dir, tmp_path):
         assert (abs(img - rgb).sum(-1) <= 6).sum() > 200, f"no {hex_color} pixels in the screenshot"
 
 
+def write_samples(sweep_dir: Path) -> None:
+    """samples.jsonl at steps 2 and 4 in every completed run: the same prompts in every group (same seed)."""
+    for d in sweep_dir.iterdir():
+        algo = d.name.split("_")[1]
+        rows = [{"step": s, "prompt": f"{s}+{i}=", "completions": [f"{algo}-{s}-{i}-a", f"{algo}-{s}-{i}-<b>"],
+                 "rewards": [1.0, None], "terms": {"correct": [1.0, None]}} for s in (2, 4) for i in (1, 2)]
+        (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_html_has_metric_picker_x_axes_and_samples(sweep_dir, tmp_path):
+    """Without a browser: every logged metric is in the page's data, the x-axes are there per group, and
+    the samples section sets both groups' completions of one prompt in one row (escaped)."""
+    write_samples(sweep_dir)
+    runs = [compare.load_run_dir(d) for d in compare.find_run_dirs([sweep_dir])]
+    compare.build_report(runs, tmp_path)
+    page = (tmp_path / "report.html").read_text()
+    data = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S).group(1))
+    assert data["metrics"] == ["eval/arithmetic/accuracy", "policy/clip_frac", "policy/entropy", "policy/kl_ref",
+                               "response_length/mean", "reward/mean"]
+    assert 'id="picker"' in page and 'id="xaxis"' in page
+    # samples seen = step x prompts_per_step x group_size: the fixture's configs have neither -> no such axis
+    assert data["xmap"]["samples"] == {}
+    assert "<h2 id='samples'>Samples</h2>" in page
+    row = re.search(r"<tr data-step='4'><td>4</td><td class='c'>4\+1=</td>(.*?)</tr>", page, re.S).group(1)
+    assert "grpo-4-1-a" in row and "dapo-4-1-a" in row and "grpo-4-1-&lt;b&gt;" in row and "[reward –" in row
+
+
+def test_x_axes_by_hand(sweep_dir):
+    runs = [compare.load_run_dir(d) for d in sorted(sweep_dir.glob("[01]_grpo_*"))]
+    runs[0].cfg.update({"data.prompts_per_step": 4, "algo.group_size": 8})
+    runs[1].cfg.update({"data.prompts_per_step": 4, "algo.group_size": 8})
+    for r, dt in zip(runs, (1.0, 3.0)):
+        for row in r.rows[1:]:
+            row["perf/step_s"] = dt
+    x = compare.x_axes({"grpo": runs})
+    assert x["samples"]["grpo"] == {0: 0.0, 1: 32.0, 2: 64.0, 3: 96.0, 4: 128.0}
+    assert x["wall"]["grpo"] == {0: 0.0, 1: 2.0, 2: 4.0, 3: 6.0, 4: 8.0}   # mean of 1 s and 3 s per step
+
+
+def test_dashboard_picker_and_samples_in_headless_chromium(sweep_dir, tmp_path):
+    """The view of a URL: two picked metrics against samples seen; KL has no data for dapo (β = 0) and
+    the panel says so; the picker lists every logged metric with the picked ones ticked."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's `chromium` is not installed (.ci/run installs it with apt-get where it can)")
+    write_samples(sweep_dir)
+    runs = [compare.load_run_dir(d) for d in compare.find_run_dirs([sweep_dir])]
+    for r in runs:
+        r.cfg.update({"data.prompts_per_step": 2, "algo.group_size": 4})
+    out = tmp_path / "report"
+    compare.build_report(runs, out)
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--log-level=0",
+             "--virtual-time-budget=5000", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom"]
+    url = (out / "report.html").as_uri() + "#metrics=reward/mean,policy/kl_ref&x=samples"
+    p = subprocess.run(flags + [url], capture_output=True, text=True, timeout=90)
+    root = re.search(r"<html[^>]*>", p.stdout).group(0)
+    assert 'data-rendered="2"' in root and "data-js-errors" not in root, (root, p.stderr[-2000:])
+    assert "Uncaught" not in p.stderr
+    boxes = re.findall(r'<div class="panel" data-key="([^"]+)">(.*?)<div class="tip"', p.stdout, re.S)
+    assert [k for k, _ in boxes] == ["reward/mean", "policy/kl_ref"]   # in the URL's order
+    kl = dict(boxes)["policy/kl_ref"]
+    assert re.search(r'<div class="nodata">no data for dapo \(not logged, or no samples seen\)</div>', kl), kl
+    assert '<div class="nodata"></div>' in dict(boxes)["reward/mean"]
+    assert ">samples seen</text>" in p.stdout                           # the x-axis label
+    ticked = re.findall(r'<input type="checkbox" value="([^"]+)"', p.stdout)
+    assert len(ticked) == 6                                               # every logged metric
+    assert "<h2 id=\"samples\">Samples</h2>" in p.stdout and "dapo-2-1-a" in p.stdout and "grpo-2-1-a" in p.stdout
+
+
 @pytest.mark.parametrize("name", ["algo_ablation", "kl_ablation", "pref_ablation", "lr_beta_optuna", "dapo_ablation"])
 @pytest.mark.slow
 def test_study_sweeps_compose(name):

@@ -82,8 +82,8 @@ def server_run(mlflow_server, tmp_path_factory):
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        proc = run_cli(["tracker=all", f"tracker.mlflow.tracking_uri={url}", "tracker.group=rlx-test", *RUN],
-                       run_dir=run_dir)
+        proc = run_cli(["tracker=all", f"tracker.mlflow.tracking_uri={url}", "tracker.group=rlx-test",
+                        "trainer.log_samples_every=2", *RUN], run_dir=run_dir)
     finally:
         for k, v in old.items():
             if v is None:
@@ -119,7 +119,13 @@ def test_mlflow_server_holds_the_jsonl_metrics(mlflow_server, server_run):
     log = (root / "server.log").read_text()
     assert log.count("/runs/log-batch") == len(rows) + math.ceil(len(meta.flat_params(cfg)) / 100)
     arts = get_json(f"{url}/api/2.0/mlflow/artifacts/list", run_id=run_id)
-    assert {f["path"] for f in arts.get("files", [])} >= {"config.yaml", "summary.json", "run_info.json"}
+    assert {f["path"] for f in arts.get("files", [])} >= {"config.yaml", "summary.json", "run_info.json",
+                                                          "samples.jsonl"}
+    # the sampled completions (trainer.log_samples_every=2: step 2), the same bytes as the run dir's file
+    local = (run_dir / "samples.jsonl").read_text()
+    assert [json.loads(ln)["step"] for ln in local.splitlines()] == [2] * 4    # 4 prompts per step
+    [stored] = [p for p in (root / "artifacts").rglob("samples.jsonl") if run_id in str(p)]
+    assert stored.read_text() == local
 
 
 def wandb_records(path: Path):
@@ -156,7 +162,16 @@ def test_wandb_offline_run_holds_the_history(server_run):
         if r.WhichOneof("record_type") == "history":
             row = {("/".join(i.nested_key) if i.nested_key else i.key): json.loads(i.value_json) for i in r.history.item}
             history.append({k: v for k, v in row.items() if not k.startswith("_")} | {"step": row["_step"]})
+    tables = [(h["step"], {k[len("samples/"):]: h.pop(k) for k in list(h) if k.startswith("samples/")})
+              for h in history if "samples/_type" in h]
     assert history == read_metrics(run_dir)
+    # the sampled completions as a W&B table at step 2: one row per completion of samples.jsonl
+    assert [(step, t["_type"]) for step, t in tables] == [(2, "table-file")]
+    table = json.loads((offline[0] / "files" / tables[0][1]["path"]).read_text())
+    samples = [json.loads(ln) for ln in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert table["columns"][:4] == ["step", "prompt", "completion", "reward"]
+    assert [r[1:4] for r in table["data"]] == [[s["prompt"], c, s["rewards"][i]] for s in samples
+                                               for i, c in enumerate(s["completions"])]
     run = next(r.run for r in recs if r.WhichOneof("record_type") == "run")
     assert run.run_group == "rlx-test" and "algo:grpo" in list(run.tags)
     files = offline[0] / "files"

@@ -3,10 +3,11 @@
 Also ``python -m rlx.compare --mlflow <tracking uri> --experiment <name>`` (the runs of one MLflow
 experiment, e.g. a sweep's ``algo_ablation@<time>``). Writes into ``--out`` (default: the one dir
 given, else ``outputs/compare``):
-- ``report.html``: self-contained (inline SVG and JavaScript, no network), interactive curves of
-  reward, eval accuracy, entropy, KL to the reference, response length and clip fraction against
-  step: per group the mean over its runs (seeds) with a band of ± one standard deviation;
-- ``report.png``: the same panels (matplotlib);
+- ``report.html``: self-contained (inline SVG and JavaScript, no network), interactive curves of any
+  logged metric (a picker; reward, eval accuracy, entropy, KL to the reference, response length and
+  clip fraction at first) against step, samples seen or wall-clock: per group the mean over its runs
+  (seeds) with a band of ± one standard deviation; then the sampled completions side by side;
+- ``report.png``: the first six panels (matplotlib);
 - ``report.md``: the summary table (also in the HTML) and the runs that did not finish.
 
 Groups: ``--by`` names config keys, comma-separated (``algo`` means ``algo.name``); ``auto`` (the
@@ -18,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import statistics
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from rlx.report.load import Run, find_run_dirs, flatten, load_mlflow, load_run_dir  # noqa: F401 (re-exported)
 
 PANELS = [("reward/mean", "reward"), ("eval/*/accuracy", "eval accuracy"), ("policy/entropy", "entropy (nats/token)"),
           ("policy/kl_ref", "KL to reference"), ("response_length/mean", "response length (tokens)"),
@@ -33,108 +34,6 @@ FALLBACK = [("pref/accuracy", "preference accuracy"), ("pref/margin", "preferenc
 # Keys never used to tell runs apart (seeds of one arm share a group).
 NOT_GROUPING = ("seed", "tracker.", "hardware.num_threads", "trainer.progress", "trainer.log_every")
 FINAL_WINDOW = 10  # "final" entropy / KL: mean of each run's last 10 logged steps
-
-
-@dataclass
-class Run:
-    name: str
-    cfg: dict                       # the resolved config, flattened: {"algo.name": "grpo", ...}
-    rows: list = field(default_factory=list)   # metrics.jsonl rows
-    summary: dict | None = None
-    status: str = "completed"       # completed | failed | killed | incomplete
-    reason: str = ""
-
-    def series(self, key: str) -> tuple[list, list]:
-        pts = [(r["step"], r[key]) for r in self.rows if isinstance(r.get(key), (int, float))]
-        return [s for s, _ in pts], [float(v) for _, v in pts]
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def flatten(node, prefix: str = "") -> dict:
-    out = {}
-    for k, v in (node or {}).items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _read_cfg(d: Path) -> dict:
-    import yaml
-
-    for name in ("config.yaml", "job.yaml", ".hydra/config.yaml"):
-        if (d / name).exists():
-            try:
-                return flatten(yaml.safe_load((d / name).read_text()))
-            except yaml.YAMLError:
-                continue
-    return {}
-
-
-def load_run_dir(d: Path) -> Run:
-    rows = []
-    if (d / "metrics.jsonl").exists():
-        for line in (d / "metrics.jsonl").read_text().splitlines():
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break  # a run killed mid-write: keep what is complete
-    summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else None
-    run = Run(name=d.name, cfg=_read_cfg(d), rows=rows, summary=summary,
-              status="completed" if summary else "incomplete", reason="" if summary else "no summary.json")
-    if (d / "job_status.json").exists():
-        js = json.loads((d / "job_status.json").read_text())
-        run.status, run.reason = js["status"], js.get("reason", "")
-    return run
-
-
-def find_run_dirs(paths) -> list[Path]:
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise SystemExit(f"rlx.compare: {p} does not exist")
-        if any((p / f).exists() for f in ("metrics.jsonl", "job_status.json", "summary.json")):
-            found.append(p)
-            continue
-        marks = [m.parent for pat in ("metrics.jsonl", "job_status.json") for m in p.rglob(pat)]
-        found += sorted({m for m in marks if "wandb" not in m.parts and "checkpoints" not in m.parts}, key=_natural)
-    return list(dict.fromkeys(found))
-
-
-def _natural(path: Path) -> list:
-    """Sort key: job 2 before job 10 (``2_grpo_s2`` < ``10_gspo_s1``)."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
-
-
-def load_mlflow(uri: str, experiment: str) -> list[Run]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise SystemExit(f"rlx.compare: no MLflow experiment '{experiment}' at {uri}")
-    runs = []
-    for r in client.search_runs([exp.experiment_id], max_results=5000, order_by=["attributes.start_time ASC"]):
-        keys = [k for k in r.data.metrics if _wanted(k)]
-        by_step: dict[int, dict] = {}
-        for k in keys:
-            for m in client.get_metric_history(r.info.run_id, k):
-                by_step.setdefault(m.step, {"step": m.step})[k] = m.value
-        status = {"FINISHED": "completed", "FAILED": "failed", "KILLED": "killed"}.get(r.info.status, "incomplete")
-        wall = (r.info.end_time - r.info.start_time) / 1000 if r.info.end_time else None
-        runs.append(Run(name=r.info.run_name or r.info.run_id, cfg=dict(r.data.params),
-                        rows=[by_step[s] for s in sorted(by_step)], summary={"wall_s": wall} if wall else None,
-                        status=status, reason="" if status == "completed" else f"MLflow status {r.info.status}"))
-    return runs
-
-
-def _wanted(key: str) -> bool:
-    keys = [k for k, _ in PANELS + FALLBACK]
-    return key in keys or (key.startswith("eval/") and key.endswith("/accuracy"))
 
 
 # ----------------------------------------------------------------------------- groups
@@ -181,6 +80,42 @@ def resolve_panels(runs: list[Run]) -> list[tuple[str, str]]:
         if key in logged and key not in dict(panels):
             panels.append((key, title))
     return panels
+
+
+def logged_metrics(runs: list[Run]) -> list[str]:
+    """Every key some run logged a number for, sorted."""
+    return sorted({k for r in runs for row in r.rows for k, v in row.items()
+                   if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+
+def _per_step(run: Run) -> float | None:
+    """Samples one step of ``run`` trains on: prompts × group size (online), else the batch size."""
+    c = run.cfg
+    if isinstance(c.get("data.prompts_per_step"), int):
+        return float(c["data.prompts_per_step"] * (c.get("algo.group_size") or 1))
+    return float(c["data.batch_size"]) if isinstance(c.get("data.batch_size"), int) else None
+
+
+def x_axes(groups: dict[str, list[Run]]) -> dict:
+    """The HTML's other x-axes, per group {step: x} (mean over its runs): ``samples`` seen after the step
+    (step × samples per step, from the config) and ``wall`` seconds (running sum of ``perf/step_s``)."""
+    out: dict = {"samples": {}, "wall": {}}
+    for label, runs in groups.items():
+        samples, wall = {}, {}
+        for r in runs:
+            per = _per_step(r)
+            for row in r.rows:
+                if per is not None:
+                    samples.setdefault(row["step"], []).append(row["step"] * per)
+            acc = 0.0
+            for row in r.rows:
+                acc += row.get("perf/step_s", 0.0) if isinstance(row.get("perf/step_s"), (int, float)) else 0.0
+                if acc > 0 or row["step"] == 0:
+                    wall.setdefault(row["step"], []).append(acc)
+        for name, d in (("samples", samples), ("wall", wall)):
+            if d and (name != "wall" or any(v > 0 for vs in d.values() for v in vs)):
+                out[name][label] = {s: statistics.fmean(v) for s, v in sorted(d.items())}
+    return out
 
 
 def smooth(values: list, window: int) -> list:
@@ -295,6 +230,7 @@ def build_report(runs: list[Run], out: Path, by: str = "auto", threshold: float 
     """Write report.html, report.png and report.md for ``runs`` into ``out``; returns the table rows."""
     from rlx.report.html import write_html
     from rlx.report.png import write_png
+    from rlx.report.samples import samples_html
 
     done = [r for r in runs if r.status == "completed" and r.rows]
     failed = [r for r in runs if r not in done]
@@ -309,12 +245,13 @@ def build_report(runs: list[Run], out: Path, by: str = "auto", threshold: float 
     notes = (f"{len(done)} completed runs in {len(groups)} groups (by {', '.join(keys)}); "
              f"{len(failed)} did not finish. Curves: mean over a group's runs, band ± 1 std (n − 1).")
     out.mkdir(parents=True, exist_ok=True)
-    curves = {key: _curves(groups, key, 1) for key, _ in panels}
+    curves = {key: _curves(groups, key, 1) for key in logged_metrics(done)}   # the HTML's picker offers them all
     runs_json = {key: {label: [dict(zip(("steps", "values"), r.series(key)), name=r.name) for r in groups[label]]
-                       for label in curves[key]} for key, _ in panels}
+                       for label in curves[key]} for key in curves}
     write_html(out / "report.html", title=title, notes=notes, panels=panels, labels=list(groups), curves=curves,
                runs=runs_json, header=header, cells=cells, failed=[(r.name, r.status, r.reason) for r in failed],
-               window=window)
+               window=window, titles=dict(PANELS[1:] + FALLBACK + panels), xmap=x_axes(groups),
+               samples=samples_html(groups))
     write_png(out / "report.png", panels=panels, curves={key: _curves(groups, key, window) for key, _ in panels},
               labels=list(groups), title=title)
     (out / "report.md").write_text(markdown(header, cells, failed, title, notes))

@@ -105,6 +105,11 @@ class MlflowTracker:
         if batch:
             self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
 
+    def log_samples(self, rows: list[dict], step: int) -> None:
+        """``rlx.track.samples``: the run's sample rows so far as the artifact ``samples.jsonl``."""
+        self.samples = getattr(self, "samples", "") + "".join(json.dumps(r) + "\n" for r in rows)
+        self.client.log_text(self.run_id, self.samples, "samples.jsonl")
+
     def log_config(self, cfg) -> None:
         from mlflow.entities import Param
 

@@ -77,6 +77,13 @@ class WandbTracker:
     def log(self, metrics: dict, step: int) -> None:
         self.run.log(dict(metrics), step=step)
 
+    def log_samples(self, rows: list[dict], step: int) -> None:
+        """``rlx.track.samples``: one W&B table ``samples`` per logged step, a row per completion."""
+        cols = ["step", "prompt", "completion", "reward"] + sorted(rows[0]["terms"])
+        data = [[r["step"], r["prompt"], c, r["rewards"][i]] + [r["terms"][t][i] for t in cols[4:]]
+                for r in rows for i, c in enumerate(r["completions"])]
+        self.run.log({"samples": self.wandb.Table(columns=cols, data=data)}, step=step)
+
     def log_config(self, cfg) -> None:
         pass  # given to wandb.init as the run config
 

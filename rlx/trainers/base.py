@@ -35,6 +35,7 @@ from rlx.runtime.checkpoint import (
 )
 from rlx.runtime.dist import Dist
 from rlx.track import NullTrackers, Trackers
+from rlx.track.samples import record_samples
 
 
 class NonFiniteError(RuntimeError):
@@ -145,6 +146,7 @@ class Trainer:
                 metrics["health/skipped_steps"] = float(self.skipped)
                 metrics["perf/peak_mem_gb"] = peak_mem_gb()
                 self.trackers.log(metrics, self.step)
+                self.record_samples()
                 self.console.update(self.step, metrics)
                 term = self._term   # read once: a signal landing between two reads would exit unsaved
                 if term or (t.save_every and self.step % t.save_every == 0):
@@ -161,6 +163,10 @@ class Trainer:
         if t.get("save_model") and self.dist.is_main:
             summary["model_dir"] = str(self.export(self.run_dir / "model"))
         return summary
+
+    def record_samples(self) -> None:
+        """Every ``trainer.log_samples_every`` steps: the online trainer's ``last_scored`` (rlx.track.samples)."""
+        self._samples = record_samples(self, getattr(self, "_samples", None))
 
     def export(self, path: Path) -> Path:
         """The trained model as a ``from_pretrained`` dir (``trainer.save_model``; ``model.path=<it>`` loads it)."""

@@ -185,6 +185,7 @@ class OnlineTrainer(Trainer):
         fields = self.reward_fields(records, out, G, train=True)   # no data fields for label-free algorithms
         prompts = [r["prompt"] for r in records for _ in range(G)]
         scored = self.reward.score(prompts, out.texts, **fields)
+        self.last_scored = (prompts, out.texts, scored)   # for Trainer.record_samples (rlx.track.samples)
         # rewards and their bookkeeping live on the CPU (the reward functions return Python numbers); the engine's
         # masks come from the generation device, so they are brought over once here (a no-op on a CPU run)
         gen_mask, truncated = out.response_mask.cpu(), out.truncated.cpu()
