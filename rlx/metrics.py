@@ -129,3 +129,20 @@ class MetricAccumulator:
         out.update(ext)
         out.update(losses)
         return out
+
+
+def merged_rollout_metrics(raws: list[dict], group_size: int) -> dict:
+    """Rollout metrics over every sample generated this step (all rounds, before filtering)."""
+    def cat(k):
+        return [v for r in raws for v in r[k]]
+
+    T = max(r["response_mask"].shape[1] for r in raws)
+    mask = torch.cat([torch.cat([r["response_mask"], r["response_mask"].new_zeros(
+        (r["response_mask"].shape[0], T - r["response_mask"].shape[1]))], 1) for r in raws])
+    terms = {name: [v for r in raws for v in r["terms"][name]] for name in raws[0]["terms"]}
+    m = rollout_metrics(cat("total"), cat("score"), terms, cat("failed"), mask,
+                        torch.cat([r["truncated"] for r in raws]), group_size)
+    m["perf/tokens_per_s"] = sum(r["gen_tokens"] for r in raws) / max(sum(r["gen_s"] for r in raws), 1e-9)
+    for k in raws[0]["shape_metrics"]:
+        m[k] = sum(float(r["shape_metrics"][k]) for r in raws) / len(raws)
+    return m

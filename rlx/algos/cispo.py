@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from rlx.algos.base import Algorithm
 from rlx.algos.common import regularizer_options, regularizers
-from rlx.algos.grpo import grpo_advantages
+from rlx.algos.group import GroupAlgorithm
 from rlx.ops import aggregate, kl_penalty, masked_mean
 from rlx.registry import ALGOS
 
@@ -57,11 +56,7 @@ def cispo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_
     return loss, metrics
 
 
-class CISPO(Algorithm):
-    def advantages(self, rewards, response_mask, **batch):
-        adv = grpo_advantages(rewards, self.group_size, True, self.cfg.std_eps)
-        return adv.unsqueeze(-1).expand_as(response_mask).to(torch.float32)
-
+class CISPO(GroupAlgorithm):
     def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
         c = self.cfg
         return cispo_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low_is=c.eps_low_is,

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import torch
 
-from rlx.algos.base import Algorithm
 from rlx.algos.common import shared_options
-from rlx.algos.grpo import grpo_advantages, grpo_loss
+from rlx.algos.group import GroupAlgorithm
+from rlx.algos.grpo import grpo_loss
 from rlx.registry import ALGOS
 from rlx.rewards.length import soft_overlong_punishment
 
@@ -42,7 +42,7 @@ def dapo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_l
                      loss_agg_mode=loss_agg_mode, **kw)
 
 
-class DAPO(Algorithm):
+class DAPO(GroupAlgorithm):
     @property
     def max_gen_rounds(self) -> int:
         return int(self.cfg.max_gen_rounds) if self.cfg.dynamic_sampling else 1
@@ -59,10 +59,6 @@ class DAPO(Algorithm):
                                        self.cfg.overlong_penalty_factor)
         return rewards + pen, {"dapo/overlong_penalty": pen.mean().item(),
                                "dapo/overlong_frac": (pen < 0).float().mean().item()}
-
-    def advantages(self, rewards, response_mask, **batch):
-        adv = grpo_advantages(rewards, self.group_size, True, self.cfg.std_eps)
-        return adv.unsqueeze(-1).expand_as(response_mask).to(torch.float32)
 
     def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
         c = self.cfg

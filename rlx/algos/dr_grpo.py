@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from rlx.algos.base import Algorithm
 from rlx.algos.common import shared_options
+from rlx.algos.group import GroupAlgorithm
 from rlx.algos.grpo import grpo_loss
 from rlx.ops import group_normalize
 from rlx.registry import ALGOS
@@ -39,10 +39,8 @@ def dr_grpo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, ep
                      loss_agg_mode=loss_agg_mode, max_len=max_len, **kw)
 
 
-class DrGRPO(Algorithm):
-    def advantages(self, rewards, response_mask, **batch):
-        adv = dr_grpo_advantages(rewards, self.group_size)
-        return adv.unsqueeze(-1).expand_as(response_mask).to(torch.float32)
+class DrGRPO(GroupAlgorithm):
+    scale = False   # no division by the group std (§3.1)
 
     def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
         c = self.cfg

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from rlx.algos.base import Algorithm
 from rlx.algos.common import regularizer_options, regularizers
-from rlx.algos.grpo import grpo_advantages
+from rlx.algos.group import GroupAlgorithm
 from rlx.ops import kl_penalty, masked_mean
 from rlx.registry import ALGOS
 
@@ -57,12 +56,8 @@ def gmpo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_l
     return loss, metrics
 
 
-class GMPO(Algorithm):
+class GMPO(GroupAlgorithm):
     takes_is_weights = False   # one geometric-mean ratio per response: no per-token term to reweight
-
-    def advantages(self, rewards, response_mask, **batch):
-        adv = grpo_advantages(rewards, self.group_size, True, self.cfg.std_eps)
-        return adv.unsqueeze(-1).expand_as(response_mask).to(torch.float32)
 
     def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
         c = self.cfg

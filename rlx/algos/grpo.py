@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from rlx.algos.base import Algorithm
 from rlx.algos.common import clipped_surrogate, regularizers, shared_options
+from rlx.algos.group import GroupAlgorithm
 from rlx.ops import group_normalize
 from rlx.registry import ALGOS
 
@@ -50,11 +50,12 @@ def grpo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_l
     return loss, metrics
 
 
-class GRPO(Algorithm):
-    def advantages(self, rewards, response_mask, **batch):
-        adv = grpo_advantages(rewards, self.group_size, self.cfg.scale_rewards, self.cfg.std_eps,
-                              valid_mask=response_mask.any(-1))   # failed rewards: all-False rows
-        return adv.unsqueeze(-1).expand_as(response_mask).to(torch.float32)
+class GRPO(GroupAlgorithm):
+    always_masked = True   # GRPO has always run the masked arithmetic
+
+    @property
+    def scale(self) -> bool:
+        return bool(self.cfg.scale_rewards)
 
     def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
         c = self.cfg

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from rlx.algos.base import Algorithm
 from rlx.algos.common import clipped_surrogate, regularizers, shared_options
-from rlx.algos.grpo import grpo_advantages
+from rlx.algos.group import GroupAlgorithm
 from rlx.ops import kl_penalty, masked_mean
 from rlx.registry import ALGOS
 
@@ -55,12 +54,8 @@ def gspo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_l
     return loss, metrics
 
 
-class GSPO(Algorithm):
+class GSPO(GroupAlgorithm):
     takes_is_weights = False   # one ratio s_i per response: no per-token term to reweight
-
-    def advantages(self, rewards, response_mask, **batch):
-        adv = grpo_advantages(rewards, self.group_size, True, self.cfg.std_eps)
-        return adv.unsqueeze(-1).expand_as(response_mask).to(torch.float32)
 
     def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
         c = self.cfg

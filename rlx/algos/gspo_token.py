@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from rlx.algos.base import Algorithm
 from rlx.algos.common import clipped_surrogate, regularizers, shared_options
-from rlx.algos.grpo import grpo_advantages
+from rlx.algos.group import GroupAlgorithm
 from rlx.algos.gspo import sequence_log_ratio
 from rlx.ops import kl_penalty, masked_mean
 from rlx.registry import ALGOS
@@ -48,11 +47,7 @@ def gspo_token_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *,
     return loss, metrics
 
 
-class GSPOToken(Algorithm):
-    def advantages(self, rewards, response_mask, **batch):
-        adv = grpo_advantages(rewards, self.group_size, True, self.cfg.std_eps)
-        return adv.unsqueeze(-1).expand_as(response_mask).to(torch.float32)
-
+class GSPOToken(GroupAlgorithm):
     def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
         c = self.cfg
         return gspo_token_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low=c.eps_low,

@@ -22,6 +22,7 @@ import torch
 
 from rlx.metrics import MetricAccumulator
 from rlx.models.value_head import load_value_model, token_values, value_model_from_policy
+from rlx.trainers import minibatch
 
 
 class Critic:
@@ -70,21 +71,12 @@ class Critic:
     def update(self, batch, algo) -> dict:
         from rlx.algos.ppo import explained_variance
 
-        t = self.trainer.cfg.trainer
-        n = len(batch)
-        mini = min(t.mini_batch_size or n, n)
-        micro = min(t.micro_batch_size or mini, mini)
+        _, micro = minibatch.sizes(self.trainer.cfg, len(batch))
         acc, norms = MetricAccumulator(), []
-        for _ in range(t.update_epochs):
-            order = torch.randperm(n) if n > mini else torch.arange(n)
-            for s in range(0, n, mini):
-                rows = order[s:s + mini]
-                norm = {"num_tokens": batch.response_mask[rows].sum(), "num_seqs": len(rows),
-                        "max_len": self.trainer.cfg.rollout.max_new_tokens}
-                loss = sum(self._micro_step(batch, rows[m:m + micro], norm, algo, acc)
-                           for m in range(0, len(rows), micro))
-                acc.end_minibatch()
-                norms.append(self._optimizer_step(loss))
+        for rows, norm in minibatch.minibatches(self.trainer.cfg, batch.response_mask):
+            loss = sum(self._micro_step(batch, rows[m:m + micro], norm, algo, acc) for m in range(0, len(rows), micro))
+            acc.end_minibatch()
+            norms.append(self._optimizer_step(loss))
         metrics = acc.result()
         if self.policy_frozen(self.trainer.step):   # value pretraining: the value loss is all that is optimised
             metrics["loss/total"] = metrics["loss/value"]

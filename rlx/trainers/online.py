@@ -23,82 +23,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import torch
 
-from rlx.metrics import MetricAccumulator, advantage_metrics, rollout_metrics
+from rlx.batch import Batch, concat_batches  # noqa: F401 (Batch: the loop's batch type, re-exported)
+from rlx.metrics import MetricAccumulator, advantage_metrics, merged_rollout_metrics
 from rlx.models.logprobs import token_logprobs
 from rlx.ops import masked_mean
 from rlx.registry import TRAINERS
 from rlx.rollout.correction import CORRECTIONS, logp_mismatch
 from rlx.runtime import faults, speed
+from rlx.trainers import minibatch
 from rlx.trainers.base import Trainer
-
-
-@dataclass
-class Batch:
-    """N samples: token ids [N, P+T], attention mask, response mask [N, T] (bool), rewards [N], ..."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    response_mask: torch.Tensor
-    rewards: torch.Tensor
-    old_logp: torch.Tensor | None = None
-    ref_logp: torch.Tensor | None = None
-    advantages: torch.Tensor | None = None
-    greedy_rewards: torch.Tensor | None = None   # [N] reward of the prompt's greedy decode (needs_greedy_baseline)
-    values: torch.Tensor | None = None    # [N, T] V_old(s_t) of the critic (needs_critic)
-    returns: torch.Tensor | None = None   # [N, T] the critic's targets R̂_t (needs_critic)
-    engine_logp: torch.Tensor | None = None   # [N, T] log μ of the sampled tokens, where the engine records it
-
-    def __len__(self) -> int:
-        return self.input_ids.shape[0]
-
-    @property
-    def T(self) -> int:
-        return self.response_mask.shape[1]
-
-
-def merged_rollout_metrics(raws: list[dict], group_size: int) -> dict:
-    """Rollout metrics over every sample generated this step (all rounds, before filtering)."""
-    def cat(k):
-        return [v for r in raws for v in r[k]]
-
-    T = max(r["response_mask"].shape[1] for r in raws)
-    mask = torch.cat([torch.cat([r["response_mask"], r["response_mask"].new_zeros(
-        (r["response_mask"].shape[0], T - r["response_mask"].shape[1]))], 1) for r in raws])
-    terms = {name: [v for r in raws for v in r["terms"][name]] for name in raws[0]["terms"]}
-    m = rollout_metrics(cat("total"), cat("score"), terms, cat("failed"), mask,
-                        torch.cat([r["truncated"] for r in raws]), group_size)
-    m["perf/tokens_per_s"] = sum(r["gen_tokens"] for r in raws) / max(sum(r["gen_s"] for r in raws), 1e-9)
-    for k in raws[0]["shape_metrics"]:
-        m[k] = sum(float(r["shape_metrics"][k]) for r in raws) / len(raws)
-    return m
-
-
-def concat_batches(parts: list[Batch], pad_id: int) -> Batch:
-    """One batch from several generation rounds: prompt columns left-padded and response columns
-    right-padded to the widest round (attention 0, response mask False on the new padding)."""
-    if len(parts) == 1:
-        return parts[0]
-    P = max(p.input_ids.shape[1] - p.T for p in parts)
-    T = max(p.T for p in parts)
-    fields = {}
-    for k in vars(parts[0]):
-        vals = [getattr(p, k) for p in parts]
-        if not isinstance(vals[0], torch.Tensor):
-            fields[k] = vals[0]
-            continue
-        out = []
-        for p, v in zip(parts, vals):
-            if v.dim() > 1:   # [n, P_r + T_r] (ids, attention) or [n, T_r] (response columns only)
-                fill = pad_id if k == "input_ids" else 0
-                left = P - (v.shape[1] - p.T) if v.shape[1] > p.T else 0
-                v = torch.cat([v.new_full((v.shape[0], left), fill), v, v.new_full((v.shape[0], T - p.T), fill)], 1)
-            out.append(v)
-        fields[k] = torch.cat(out)
-    return Batch(**fields)
 
 
 class OnlineTrainer(Trainer):
@@ -244,23 +180,16 @@ class OnlineTrainer(Trainer):
 
     # ------------------------------------------------------------------ 6
     def update(self, batch: Batch, on_policy: bool) -> dict:
-        t = self.cfg.trainer
-        n, mini = len(batch), self._mini(len(batch))
-        micro = min(t.micro_batch_size or mini, mini)
+        _, micro = minibatch.sizes(self.cfg, len(batch))
         acc, norms = MetricAccumulator(), []
-        for _ in range(t.update_epochs):
-            order = torch.randperm(n) if n > mini else torch.arange(n)
-            for s in range(0, n, mini):
-                rows = order[s:s + mini]
-                norm = {"num_tokens": batch.response_mask[rows].sum(), "num_seqs": len(rows),
-                        "max_len": self.cfg.rollout.max_new_tokens}   # L_max: the generation budget (Dr.GRPO)
-                rows = self.dist.shard(rows)   # this rank's share; norm stays the mini-batch total
-                losses = [self._micro_step(batch, rows[m:m + micro], norm, on_policy, acc)
-                          for m in range(0, len(rows), micro)]
-                if self.ptx is not None:   # γ·∇L_ptx joins the same optimizer step (trainers/ptx.py)
-                    acc.add(self.ptx.backward(), weight=1.0)
-                acc.end_minibatch()
-                norms.append(self._optimizer_step(sum(losses)))
+        for rows, norm in minibatch.minibatches(self.cfg, batch.response_mask):
+            rows = self.dist.shard(rows)   # this rank's share; norm stays the mini-batch total
+            losses = [self._micro_step(batch, rows[m:m + micro], norm, on_policy, acc)
+                      for m in range(0, len(rows), micro)]
+            if self.ptx is not None:   # γ·∇L_ptx joins the same optimizer step (trainers/ptx.py)
+                acc.add(self.ptx.backward(), weight=1.0)
+            acc.end_minibatch()
+            norms.append(self._optimizer_step(sum(losses)))
         metrics = acc.result(self.dist)
         metrics["optim/grad_norm"] = sum(norms) / len(norms)
         return metrics

@@ -1,0 +1,70 @@
+"""The batch of the online loop: N = B·G samples of one step, every field documented with its shape.
+
+The offline (preference) loop's batch is ``rlx.data.preference``'s pairs, tokenised by its trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Batch:
+    """N samples of one step (G contiguous per prompt), P prompt and T response columns.
+
+    ``input_ids`` [N, P+T] long: left-padded prompt, then the response, right-padded.
+    ``attention_mask`` [N, P+T] long: 1 on real tokens.
+    ``response_mask`` [N, T] bool: True on response tokens that train (EOS included); an all-False row is a
+    sample whose reward failed, kept for the layout and left out of the update and the group statistics.
+    ``rewards`` [N] float32: the shaped sequence reward (a failed one holds its group's mean, a placeholder).
+    ``old_logp`` / ``ref_logp`` [N, T]: behaviour and reference log-probs of the response tokens (when needed).
+    ``advantages`` [N, T] float32, set by the algorithm.
+    ``greedy_rewards`` [N]: the reward of the prompt's greedy decode (ReMax's baseline), repeated G times.
+    ``values`` / ``returns`` [N, T]: the critic's V_old(s_t) and its targets (PPO family).
+    ``engine_logp`` [N, T]: the engine's log-prob of each sampled token, where it records them.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    rewards: torch.Tensor
+    old_logp: torch.Tensor | None = None
+    ref_logp: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+    greedy_rewards: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+    engine_logp: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def T(self) -> int:
+        return self.response_mask.shape[1]
+
+
+def concat_batches(parts: list[Batch], pad_id: int) -> Batch:
+    """One batch from several generation rounds: prompt columns left-padded and response columns
+    right-padded to the widest round (attention 0, response mask False on the new padding)."""
+    if len(parts) == 1:
+        return parts[0]
+    P = max(p.input_ids.shape[1] - p.T for p in parts)
+    T = max(p.T for p in parts)
+    fields = {}
+    for k in vars(parts[0]):
+        vals = [getattr(p, k) for p in parts]
+        if not isinstance(vals[0], torch.Tensor):
+            fields[k] = vals[0]
+            continue
+        out = []
+        for p, v in zip(parts, vals):
+            if v.dim() > 1:   # [n, P_r + T_r] (ids, attention) or [n, T_r] (response columns only)
+                fill = pad_id if k == "input_ids" else 0
+                left = P - (v.shape[1] - p.T) if v.shape[1] > p.T else 0
+                v = torch.cat([v.new_full((v.shape[0], left), fill), v, v.new_full((v.shape[0], T - p.T), fill)], 1)
+            out.append(v)
+        fields[k] = torch.cat(out)
+    return Batch(**fields)
