@@ -19,6 +19,21 @@ def _config_error(e) -> None:
     sys.exit(2)
 
 
+def _discard_unused_run_dir() -> None:
+    """Remove the run dir of a run that failed before its first metric (Hydra made it and wrote .hydra/ into it):
+    a failed start leaves nothing behind. A dir that holds anything else (metrics, checkpoints, a user's files)
+    is kept."""
+    import shutil
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+
+    d = Path(HydraConfig.get().runtime.output_dir)
+    ours = {".hydra", "__main__.log", "config.yaml", "run_info.json"}
+    if d.is_dir() and {c.name for c in d.iterdir()} <= ours:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main() -> None:
     from rlx.config import CONF_DIR, ConfigError, check_cli
     from rlx.config.preflight import PreflightError, preflight, report
@@ -46,6 +61,7 @@ def main() -> None:
         if in_multirun():  # each sweep job trains in its own process (rlx/sweep.py says why)
             return run_isolated(cfg)
         from rlx.config import check_names
+        from rlx.data.rows import BadRowError
         from rlx.models.memory import MemoryPlanError
         from rlx.runtime.checkpoint import ResumeError
         from rlx.trainers.base import NonFiniteError
@@ -56,9 +72,17 @@ def main() -> None:
                   f"{batch_table(cfg)}", file=sys.stderr)
             summary = run(cfg)
         except ConfigError as e:
+            _discard_unused_run_dir()
             _config_error(e)
         except PreflightError as e:
+            _discard_unused_run_dir()
             sys.exit(report(e))
+        except BadRowError as e:   # a data row, named by file and line (rlx/data/rows.py)
+            _discard_unused_run_dir()
+            if os.environ.get("RLX_DEBUG") == "1":
+                raise
+            print(f"rlx: data error: {e}", file=sys.stderr)
+            sys.exit(2)
         except MemoryPlanError as e:
             sys.exit(report(PreflightError(f"model too big: {e}", code=5)))
         except ResumeError as e:

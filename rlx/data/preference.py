@@ -22,64 +22,10 @@ Responses longer than ``max_response_tokens`` are cut to it (without EOS), as TR
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
-from collections import Counter
-from pathlib import Path
 
+from rlx.data.rows import BadRow, BadRowError, DropLog, read_rows  # noqa: F401 (re-exported)
 from rlx.registry import DATA
-
-
-class BadRowError(ValueError):
-    """A data row that cannot be trained on; the message names the file and line (row) and the reason."""
-
-
-class BadRow(Exception):
-    """Raised by row parsers with the reason; ``PreferenceData`` adds where the row is. ``key`` is the config
-    key whose policy applies (``bad_rows`` or ``long_prompts``), ``tag`` the short reason counted when dropped."""
-
-    def __init__(self, reason: str, tag: str = "malformed", key: str = "bad_rows"):
-        super().__init__(reason)
-        self.tag, self.key = tag, key
-
-
-# ---------------------------------------------------------------- reading
-
-
-def read_rows(path: str, split: str = "train", data_dir: str | None = None) -> list[tuple[str, dict]]:
-    """[(where, raw row)]: ``where`` is ``file:line`` for JSON lines, ``file row i`` otherwise."""
-    p = Path(path)
-    if p.suffix in (".jsonl", ".gz", ".json") and p.exists():
-        opener = gzip.open if p.suffix == ".gz" else open
-        with opener(p, "rt", encoding="utf-8") as fh:
-            text = fh.read()
-        if p.suffix == ".json" and text.lstrip().startswith("["):
-            return [(f"{path} row {i}", row) for i, row in enumerate(json.loads(text))]
-        rows = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((f"{path}:{i}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise BadRowError(f"{path}:{i}: not valid JSON ({e.msg} at column {e.colno})") from None
-        return rows
-    if p.suffix == ".parquet" and p.exists():
-        import pyarrow.parquet as pq
-
-        return [(f"{path} row {i}", row) for i, row in enumerate(pq.read_table(p).to_pylist())]
-    if p.exists() or p.suffix in (".jsonl", ".gz", ".json", ".parquet"):
-        raise FileNotFoundError(f"data.path={path}: no such file, or not .jsonl/.jsonl.gz/.json/.parquet")
-    from datasets import load_dataset
-
-    try:
-        ds = load_dataset(path, data_dir=data_dir, split=split)
-    except Exception as e:  # no such dataset, or offline: say which key to change
-        raise FileNotFoundError(f"data.path={path}: not a local file and load_dataset failed "
-                                f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    return [(f"{path} ({split}) row {i}", row) for i, row in enumerate(ds)]
-
 
 # ---------------------------------------------------------------- parsing
 
@@ -219,7 +165,8 @@ class PreferenceData:
         self.name, self.seed, self.bad_rows, self.long_prompts = name, seed, bad_rows, long_prompts
         self.shuffle_seed = shuffle_seed
         self.limits = (max_prompt_tokens, max_response_tokens)
-        self.dropped: Counter = Counter()
+        self.drops = DropLog()
+        self.dropped = self.drops.counts
         self.n_rows = len(rows)
         parsed = [(where, self._parse(where, raw, row_fn)) for where, raw in rows]
         self.records = [dict(rec, where=where) for where, rec in parsed if rec is not None]
@@ -229,15 +176,14 @@ class PreferenceData:
 
     def _parse(self, where, raw, row_fn):
         try:
+            if isinstance(raw, BadRow):   # a line that was not valid JSON
+                raise raw
             return row_fn(raw)
         except BadRow as e:
             return self._bad(where, e)
 
     def _bad(self, where: str, err: BadRow) -> None:
-        if getattr(self, err.key) == "drop":
-            self.dropped[err.tag] += 1
-            return None
-        raise BadRowError(f"{where}: {err} (set data.{err.key}=drop to drop such rows and count them)")
+        self.drops.bad(self, where, err)
 
     def _split(self, eval_size: int) -> None:
         paired = [i for i, r in enumerate(self.records) if "label" not in r]
@@ -269,7 +215,7 @@ class PreferenceData:
         for i, r in enumerate(self.train):
             r["id"] = i
         if not self.train:
-            raise ValueError(f"data '{self.name}': every training row was dropped ({dict(self.dropped)})")
+            raise ValueError(f"data '{self.name}': every training row was dropped ({self.drops.why_all()})")
         self.prepared = True
 
     def train_batch(self, cursor: int, n: int) -> list[dict]:

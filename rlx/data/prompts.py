@@ -20,9 +20,9 @@ permutation seeded by (seed, epoch e = j div n), so resume is exact and every ep
 from __future__ import annotations
 
 import random
-from collections import Counter
 
-from rlx.data.preference import BadRow, BadRowError, epoch_position, is_messages
+from rlx.data.preference import epoch_position, is_messages
+from rlx.data.rows import BadRow, DropLog
 
 
 class PromptData:
@@ -43,7 +43,8 @@ class PromptData:
         self.fields = (prompt_field, answer_field)
         self.template, self.system_prompt, self.chat = prompt_template, system_prompt, bool(chat_template)
         self.max_prompt_tokens, self.long_prompts, self.bad_rows = max_prompt_tokens, long_prompts, bad_rows
-        self.dropped: Counter = Counter()
+        self.drops = DropLog()
+        self.dropped = self.drops.counts
         self.n_rows = len(train_rows) + len(eval_rows or [])
         rows = self._parse_all(train_rows)
         held = self._parse_all(eval_rows) if eval_rows is not None else []
@@ -53,7 +54,9 @@ class PromptData:
         n_eval = 0 if eval_rows is not None else eval_size
         if n_eval + dev_size > len(rows) // 2:
             raise ValueError(f"data.eval_size + data.dev_size = {n_eval + dev_size} leaves too few of the "
-                             f"{len(rows)} training rows (hold out at most half)")
+                             f"{len(rows)} training rows (hold out at most half)"
+                             + (f"; {self.n_rows - len(rows) - len(held)} rows were dropped: {self.drops.why_all()}"
+                                if self.drops.counts else ""))
         if eval_rows is not None:
             self._raw_eval = held[:eval_size] if eval_size else held
         else:
@@ -78,6 +81,8 @@ class PromptData:
 
     def _parse(self, where: str, raw) -> dict:
         prompt_field, answer_field = self.fields
+        if isinstance(raw, BadRow):   # a line that was not valid JSON
+            raise raw
         if not isinstance(raw, dict):
             raise BadRow(f"a row must be a JSON object, got {type(raw).__name__}")
         if prompt_field not in raw or raw[prompt_field] is None:
@@ -96,10 +101,7 @@ class PromptData:
         return {"where": where, "raw_prompt": p, "record": rec}
 
     def _bad(self, where: str, err: BadRow) -> None:
-        if getattr(self, err.key) == "drop":
-            self.dropped[err.tag] += 1
-            return None
-        raise BadRowError(f"{where}: {err} (set data.{err.key}=drop to drop such rows and count them)")
+        self.drops.bad(self, where, err)
 
     def format_prompt(self, raw_prompt, tok=None) -> str:
         """The prompt string the model sees (template, system prompt, chat template)."""
