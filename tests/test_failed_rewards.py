@@ -56,3 +56,28 @@ def test_empty_rows_do_not_count_as_sequences():
     assert float(aggregate(loss[rows], mask[rows], "seq_mean_token_mean", num_seqs=norm["num_seqs"])) == 3.0
     # seq_mean_token_sum: (1 + 3 + 4) / 2 = 4, not 8 / 3
     assert float(aggregate(loss[rows], mask[rows], "seq_mean_token_sum", num_seqs=norm["num_seqs"])) == 4.0
+
+
+@pytest.mark.slow
+def test_eval_leaves_unscorable_samples_out_of_accuracy_and_counts_them(tmp_path):
+    # The reward scores 1 for answers that are right, and NaN for every prompt whose first operand is odd (about
+    # half): accuracy is over the scorable samples only, and the others are eval/<ds>/failures.
+    import json
+
+    reward = tmp_path / "flaky.py"
+    reward.write_text(
+        "import math\n"
+        "def score(prompts, completions, answer, **_):\n"
+        "    return [math.nan if int(p.split('+')[0].split('-')[0].strip() or 0) % 2 else float(c.strip() == a)\n"
+        "            for p, c, a in zip(prompts, completions, answer)]\n")
+    cfg = rlx.compose(["reward=python", f"reward.fn={reward}:score", "trainer.steps=1", "trainer.progress=false",
+                       "data.eval_size=40", "data.prompts_per_step=2", "hardware.num_threads=1"])
+    rlx.run(cfg, run_dir=tmp_path / "run")
+    first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    prompts = [r["prompt"] for r in rlx.build("data", cfg.data).eval_set()]
+    odd = sum(int(p.split("+")[0].split("-")[0].strip() or 0) % 2 for p in prompts)
+    assert 0 < odd < len(prompts)
+    assert first["eval/arithmetic/failures"] == float(odd)
+    # accuracy = right / scorable: times the scorable count it is a whole number of right answers (it was right / 40)
+    right = first["eval/arithmetic/accuracy"] * (len(prompts) - odd)
+    assert right >= 1 and abs(right - round(right)) < 1e-9

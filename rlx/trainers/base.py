@@ -11,6 +11,7 @@ The loop, read top to bottom:
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 import time
@@ -34,6 +35,7 @@ from rlx.runtime.checkpoint import (
     set_rng_state,
 )
 from rlx.runtime.dist import Dist
+from rlx.runtime.schedule import lr_factor
 from rlx.track import NullTrackers, Trackers
 from rlx.track.samples import record_samples
 
@@ -94,7 +96,7 @@ class Trainer:
         self.first_eval: dict = {}
         self.setup()
         self.optim = self.make_optimizer()
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, self._lr_lambda)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, functools.partial(lr_factor, cfg.trainer))
         self._step_bad: str | None = None   # first non-finite quantity of the current step (guard)
         self.first_bad: tuple | None = None  # (quantity, step) that began the current run of bad steps
         self._term = False
@@ -214,29 +216,34 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """eval/<data>/accuracy (greedy), and with data.eval_k = k > 0 pass@k and maj@k of k samples."""
+        """eval/<data>/accuracy (greedy) over the samples the reward could score, eval/<data>/failures the count of
+        those it could not (NaN or a failed term); with data.eval_k = k > 0 pass@k and maj@k of k samples
+        (unscorable = wrong there)."""
         records = self.data.eval_set()
         if not records:
             return {}
         name, k = self.data.name, int(self.cfg.data.get("eval_k", 0) or 0)
         scores, _ = self._eval_samples(records, 1, greedy=True)
-        out = {f"eval/{name}/accuracy": sum(scores) / len(scores)}
+        scored = [s for s in scores if math.isfinite(s)]
+        out = {f"eval/{name}/accuracy": sum(scored) / len(scored) if scored else math.nan,
+               f"eval/{name}/failures": float(len(scores) - len(scored))}
         if k > 0:
             scores, answers = self._eval_samples(records, k, greedy=False)
+            scores = [s if math.isfinite(s) else 0.0 for s in scores]
             out[f"eval/{name}/pass@{k}"] = pass_at_k(scores, k)
             if answers is not None:
                 out[f"eval/{name}/maj@{k}"] = maj_at_k(answers, scores, k)
         return out
 
     def _eval_samples(self, records: list[dict], n: int, greedy: bool):
-        """Score-term values [len·n] (unscorable = 0) and the reward's answers (None if it has no extractor)."""
+        """Score-term values [len·n] (unscorable = NaN) and the reward's answers (None if it has no extractor)."""
         scores, answers, size = [], [], max(1, 512 // n)
         for i in range(0, len(records), size):
             chunk = records[i:i + size]
             out = self.engine.generate([r["prompt"] for r in chunk], n=n, greedy=greedy)
             prompts = [r["prompt"] for r in chunk for _ in range(n)]
             scored = self.reward.score(prompts, out.texts, **self.reward_fields(chunk, out, n))
-            scores += [0.0 if not math.isfinite(s) else s for s in scored["score"]]
+            scores += [s if math.isfinite(s) else math.nan for s in scored["score"]]
             if n > 1 and self.reward.can_extract:
                 answers += self.reward.answers(out.texts)
         return scores, (answers if n > 1 and self.reward.can_extract else None)
@@ -254,17 +261,6 @@ class Trainer:
         return {**fields, **{k: [r.get(k) for r in records for _ in range(n)] for k in keys}}
 
     # ------------------------------------------------------------------ checkpoints
-    def _lr_lambda(self, i: int) -> float:
-        t = self.cfg.trainer
-        if t.warmup_steps and i < t.warmup_steps:
-            return (i + 1) / t.warmup_steps
-        frac = (i - t.warmup_steps) / max(t.steps - t.warmup_steps, 1)
-        if t.schedule == "linear":
-            return max(0.0, 1 - frac)
-        if t.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
-        return 1.0
-
     def save(self) -> Path:
         state = {"step": self.step, "cursor": self.cursor, "optim": self.optim.state_dict(),
                  "sched": self.sched.state_dict(), "algo": self.algo.state_dict(), "rng": rng_state(),
