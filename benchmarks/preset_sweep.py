@@ -5,7 +5,8 @@
 
 A run is ``python -m rlx algo=<name> seed=<s> trainer.steps=<n>`` with one torch thread, into
 ``OUT_DIR/<name>_s<s>``. ``--compare`` reads both dirs' ``metrics.jsonl`` and reports, per run, whether every
-value except ``perf/*`` is equal (exit 1 when any run differs or is missing).
+value except ``perf/*`` is equal (exit 1 when any run differs or is missing); keys only the second dir has
+(a metric the change adds) are listed.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ def compare(before: Path, after: Path) -> int:
             bad += 1
             continue
         ra, rb = rows(a), rows(b)
-        diffs = [(i, k) for i, (x, y) in enumerate(zip(ra, rb)) for k in sorted(set(x) | set(y))
+        # keys the change adds (a new metric) are listed, not compared; a value that changed or vanished is a diff
+        added = sorted({k for y in rb for k in y} - {k for x in ra for k in x})
+        diffs = [(i, k) for i, (x, y) in enumerate(zip(ra, rb)) for k in sorted(x)
                  if not same(x.get(k), y.get(k))]
         if len(ra) != len(rb) or diffs:
             bad += 1
@@ -75,7 +78,8 @@ def compare(before: Path, after: Path) -> int:
                       if first else "")
             print(f"{name}: DIFFERENT ({len(ra)} vs {len(rb)} rows, {len(diffs)} values) {detail}")
         else:
-            print(f"{name}: equal ({len(ra)} rows, {sum(len(r) for r in ra)} values)")
+            new = f"; new keys: {', '.join(added)}" if added else ""
+            print(f"{name}: equal ({len(ra)} rows, {sum(len(r) for r in ra)} values){new}")
     print(f"{len(names) - bad}/{len(names)} runs equal except perf/*")
     return 1 if bad else 0
 
