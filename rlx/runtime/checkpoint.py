@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -35,7 +36,10 @@ class ResumeError(RuntimeError):
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """Every generator's state in types ``torch.load(weights_only=True)`` reads: tensors, ints, floats, tuples."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -44,7 +48,8 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -176,12 +181,12 @@ class Checkpointer:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
             set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
-            return torch.load(d / "state.pt", weights_only=False)
+            return _load_state(d)
         missing, unexpected = model.load_state_dict(weights, strict=False)
         missing = [k for k in missing if not _is_tied(model, k)]
         if missing or unexpected:
             raise RuntimeError(f"checkpoint {d} does not match the model: missing {missing}, unexpected {unexpected}")
-        return torch.load(d / "state.pt", weights_only=False)
+        return _load_state(d)
 
 
 def full_optimizer_state(model, optim) -> dict:
@@ -199,6 +204,16 @@ def load_optimizer_state(model, optim, state: dict) -> None:
         set_optimizer_state_dict(model, optim, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))
     else:
         optim.load_state_dict(state)
+
+
+def _load_state(d: Path) -> dict:
+    """``state.pt`` through ``weights_only=True``: tensors and plain containers only, so a crafted checkpoint
+    cannot run code when it is resumed (its manifest's SHA-256 says only that the file is the one written)."""
+    try:
+        return torch.load(d / "state.pt", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ResumeError(f"{d / 'state.pt'}: refused, it holds more than tensors and plain containers "
+                          f"(a checkpoint rlx did not write?): {str(e).splitlines()[0]}") from None
 
 
 def _step_of(d: Path) -> int:
