@@ -6,13 +6,15 @@ The loop, read top to bottom:
   1. ``train_step()`` -> metrics of one step (the subclass: generate/score/update, or a batch of pairs)
   2. evaluate every ``trainer.eval_every`` steps and at the last step
   3. log one JSON line per step (metrics.jsonl, then the tracker backends)
-  4. checkpoint every ``trainer.save_every`` steps, and at once after SIGTERM (then exit 143)
+  4. checkpoint every ``trainer.save_every`` steps, and at once after SIGTERM or Ctrl-C (then exit 143 / 130)
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
+import os
 import signal
 import time
 from pathlib import Path
@@ -25,7 +27,6 @@ from rlx.metrics import peak_mem_gb
 from rlx.models import lean as lean_forward
 from rlx.models import make_reference, memory
 from rlx.registry import ENGINES
-from rlx.rewards.vote import maj_at_k, pass_at_k
 from rlx.runtime import speed
 from rlx.runtime.checkpoint import (
     Checkpointer,
@@ -38,6 +39,7 @@ from rlx.runtime.dist import Dist
 from rlx.runtime.schedule import lr_factor
 from rlx.track import NullTrackers, Trackers
 from rlx.track.samples import record_samples
+from rlx.trainers import evaluation
 
 
 class NonFiniteError(RuntimeError):
@@ -99,7 +101,7 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, functools.partial(lr_factor, cfg.trainer))
         self._step_bad: str | None = None   # first non-finite quantity of the current step (guard)
         self.first_bad: tuple | None = None  # (quantity, step) that began the current run of bad steps
-        self._term = False
+        self._term = 0   # the signal (SIGTERM, SIGINT) to act on at the end of the step; 0 = none
         self.should_stop = False  # a subclass may end the run early (e.g. SFT's dev target)
 
     # ------------------------------------------------------------------ hooks for subclasses
@@ -131,7 +133,7 @@ class Trainer:
         self.trackers = (Trackers(self.cfg, self.run_dir, truncate_after=self.step if resumed_from else None)
                          if self.dist.is_main else NullTrackers())
         self.trackers.log_config(self.cfg)
-        prev = signal.signal(signal.SIGTERM, self._on_sigterm)
+        prev = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         t0 = time.perf_counter()
         try:
             if self.step == 0:
@@ -154,11 +156,11 @@ class Trainer:
                 if term or (t.save_every and self.step % t.save_every == 0):
                     self.save()
                 if term:
-                    self.console.print(f"[rlx] SIGTERM: checkpoint saved at step {self.step}; exiting with 143")
-                    raise SystemExit(143)
+                    self._interrupted(term, time.perf_counter() - t0, resumed_from, metrics)
                 self._count_bad_step()   # after the step's metrics are logged (non-finite ones as "nan"/"inf")
         finally:
-            signal.signal(signal.SIGTERM, prev)
+            for sig, handler in prev.items():
+                signal.signal(sig, handler)
             self.trackers.close()
             self.console.stop()
         summary = self.summary(time.perf_counter() - t0, resumed_from, metrics)
@@ -179,8 +181,23 @@ class Trainer:
         self.tok.save_pretrained(path)
         return path
 
-    def _on_sigterm(self, signum, frame) -> None:
-        self._term = True  # acted on at the next step boundary
+    def _on_signal(self, signum, frame) -> None:
+        """SIGTERM or Ctrl-C: checkpoint at the next step boundary, then exit 143 / 130; a second Ctrl-C exits now."""
+        if self._term and signum == signal.SIGINT:
+            self.console.print("[rlx] second Ctrl-C: exiting now, without a checkpoint of this step")
+            os._exit(130)
+        self._term = signum
+        if signum == signal.SIGINT:
+            self.console.print(f"[rlx] Ctrl-C: saving a checkpoint after step {self.step + 1} (Ctrl-C again: exit now)")
+
+    def _interrupted(self, signum, wall_s: float, resumed_from, metrics: dict):
+        """After the checkpoint of a signalled step: summary.json marked interrupted, then exit 143 or 130."""
+        name, code = signal.Signals(signum).name, 130 if signum == signal.SIGINT else 143
+        if self.dist.is_main:
+            summary = {**self.summary(wall_s, resumed_from, metrics), "interrupted": name, "run_dir": str(self.run_dir)}
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        self.console.print(f"[rlx] {name}: checkpoint saved at step {self.step} in {self.run_dir}; exiting with {code}")
+        raise SystemExit(code)
 
     def summary(self, wall_s: float, resumed_from, last: dict) -> dict:
         final = {k: v for k, v in last.items() if k.startswith("eval/")}
@@ -216,37 +233,8 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """eval/<data>/accuracy (greedy) over the samples the reward could score, eval/<data>/failures the count of
-        those it could not (NaN or a failed term); with data.eval_k = k > 0 pass@k and maj@k of k samples
-        (unscorable = wrong there)."""
-        records = self.data.eval_set()
-        if not records:
-            return {}
-        name, k = self.data.name, int(self.cfg.data.get("eval_k", 0) or 0)
-        scores, _ = self._eval_samples(records, 1, greedy=True)
-        scored = [s for s in scores if math.isfinite(s)]
-        out = {f"eval/{name}/accuracy": sum(scored) / len(scored) if scored else math.nan,
-               f"eval/{name}/failures": float(len(scores) - len(scored))}
-        if k > 0:
-            scores, answers = self._eval_samples(records, k, greedy=False)
-            scores = [s if math.isfinite(s) else 0.0 for s in scores]
-            out[f"eval/{name}/pass@{k}"] = pass_at_k(scores, k)
-            if answers is not None:
-                out[f"eval/{name}/maj@{k}"] = maj_at_k(answers, scores, k)
-        return out
-
-    def _eval_samples(self, records: list[dict], n: int, greedy: bool):
-        """Score-term values [len·n] (unscorable = NaN) and the reward's answers (None if it has no extractor)."""
-        scores, answers, size = [], [], max(1, 512 // n)
-        for i in range(0, len(records), size):
-            chunk = records[i:i + size]
-            out = self.engine.generate([r["prompt"] for r in chunk], n=n, greedy=greedy)
-            prompts = [r["prompt"] for r in chunk for _ in range(n)]
-            scored = self.reward.score(prompts, out.texts, **self.reward_fields(chunk, out, n))
-            scores += [s if math.isfinite(s) else math.nan for s in scored["score"]]
-            if n > 1 and self.reward.can_extract:
-                answers += self.reward.answers(out.texts)
-        return scores, (answers if n > 1 and self.reward.can_extract else None)
+        """eval/<data>/accuracy, failures, pass@k and maj@k (rlx/trainers/evaluation.py)."""
+        return evaluation.evaluate(self)
 
     def reward_fields(self, records: list[dict], out, n: int, train: bool = False) -> dict:
         """Keyword fields of a reward call on ``out`` (n samples per record, contiguous): the records'
