@@ -59,7 +59,12 @@ class Console:
     def closing_line(self, summary: dict) -> str:
         lines = []
         for k, v in summary["final"].items():
+            if k.endswith("/failures") and not v:   # counted in metrics.jsonl; said here only when some failed
+                continue
             before = summary["initial"].get(k)
             start = f"{before:.2f} -> " if before is not None else ""
             lines.append(f"{k} {start}{v:.2f} in {summary['steps']} steps ({summary['wall_s']:.0f} s)")
-        return "\n".join(lines) or f"done: {summary['steps']} steps ({summary['wall_s']:.0f} s)"
+        lines = lines or [f"done: {summary['steps']} steps ({summary['wall_s']:.0f} s)"]
+        if summary.get("run_dir"):
+            lines.append(f"run dir: {summary['run_dir']}")
+        return "\n".join(lines)
