@@ -51,6 +51,8 @@ VOCABULARY = {
     "perf/tokens_per_s": "generated tokens per second of generation",
     "perf/peak_mem_gb": "peak resident memory (CPU) or allocated memory (GPU), GB",
     "health/skipped_steps": "updates skipped because a loss, gradient or reward was not finite",
+    "eval/<ds>/accuracy": "greedy held-out accuracy over the samples the reward could score",
+    "eval/<ds>/failures": "held-out samples the reward could not score (left out of accuracy)",
 }
 
 
