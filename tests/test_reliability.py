@@ -356,20 +356,25 @@ def test_nonfinite_loss_stops_after_max_bad_steps_naming_it(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_overflowing_lr_stops_the_cli_run_with_exit_3_naming_the_first_bad_quantity(tmp_path):
-    # lr 1e30: the first update with a nonzero gradient throws the weights to ~1e30; the next gradient
-    # overflows (loss still finite), so the guard skips that update and the next, then stops the run
-    proc = subprocess.run([sys.executable, "-m", "rlx", *SMALL, "trainer.steps=6", "trainer.lr=1e30",
+    # lr 1e38: the first update with a nonzero gradient throws the weights past float32's range; the next
+    # rollout meets non-finite logits, so the guard skips that step's update and the next, then stops the run
+    # (with lr 1e30 the overflow reached the gradient first under earlier transformers; today it does not)
+    proc = subprocess.run([sys.executable, "-m", "rlx", *SMALL, "trainer.steps=6", "trainer.lr=1e38",
                            "trainer.max_bad_steps=2", "data.eval_size=8", f"hydra.run.dir={tmp_path}"],
                           cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert proc.returncode == 3, proc.stderr[-3000:]
     msg = next(ln for ln in proc.stderr.splitlines() if ln.startswith("rlx: error:"))
     rows = _raw_rows(tmp_path)
-    bad = [r["step"] for r in rows if r["step"] > 0 and not isinstance(r["optim/grad_norm"], float)]
+    bad = [r["step"] for r in rows if r["step"] > 0 and "optim/grad_norm" not in r]   # no update that step
     first = bad[0]
-    assert f"non-finite grad_norm at step {first}, then 2 step(s) in a row" in msg, msg
+    assert f"non-finite logits at step {first}, then 2 step(s) in a row" in msg, msg
     assert bad == [first, first + 1] and rows[-1]["step"] == first + 1
-    assert rows[-1]["optim/grad_norm"] == "nan" and rows[-1]["health/skipped_steps"] == 2.0
-    assert _same(_weights(tmp_path, first - 1), _weights(tmp_path, first + 1))   # both bad updates skipped
+    assert rows[-1]["health/skipped_steps"] == 2.0
+    # both bad updates skipped: the weights are bit-equal (NaN where step 1's overflowing update left NaN)
+    before, after = _weights(tmp_path, first - 1), _weights(tmp_path, first + 1)
+    assert before.keys() == after.keys()
+    for k in before:
+        torch.testing.assert_close(before[k], after[k], rtol=0, atol=0, equal_nan=True)
 
 
 # ---------------------------------------------------------------- 4. bad data rows (figure 6)
