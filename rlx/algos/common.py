@@ -107,12 +107,11 @@ def regularizers(logp, ref_logp, entropy, response_mask, *, beta: float = 0.0, k
 
 
 def regularizer_options(cfg) -> dict:
-    """β, KL estimator and entropy coefficient from an algorithm's config (absent keys: off)."""
-    return dict(beta=float(cfg.get("beta", 0.0)), kl_estimator=cfg.get("kl_estimator", "k3"),
-                entropy_coef=float(cfg.get("entropy_coef", 0.0)))
+    """β, KL estimator and entropy coefficient from an algorithm's config (its YAML holds every default)."""
+    return dict(beta=float(cfg.beta), kl_estimator=cfg.kl_estimator, entropy_coef=float(cfg.entropy_coef))
 
 
 def shared_options(cfg) -> dict:
     """The shared options of the clipped-surrogate losses: regularizers, dual-clip and clip mode."""
-    return dict(regularizer_options(cfg), clip_ratio_c=cfg.get("clip_ratio_c"),
-                clip_mode=cfg.get("clip_mode", "standard"))
+    return dict(regularizer_options(cfg), clip_ratio_c=cfg.clip_ratio_c,
+                clip_mode=cfg.clip_mode)

@@ -33,5 +33,5 @@ class GroupAlgorithm(Algorithm):
 
     def advantages(self, rewards, response_mask, **batch):
         adv = group_advantages(rewards, response_mask, self.group_size, scale=self.scale,
-                               eps=float(self.cfg.get("std_eps", 1e-4)), always_masked=self.always_masked)
+                               eps=float(self.cfg.std_eps) if self.scale else 0.0, always_masked=self.always_masked)
         return adv.unsqueeze(-1).expand_as(response_mask).to(torch.float32)
