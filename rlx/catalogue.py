@@ -25,9 +25,12 @@ def build(kind: str, cfg, *args, **kwargs) -> Any:
     """``rlx.build(kind, cfg)``: the object a config node describes.
 
     ``model`` nodes are keyed by ``source`` (embedded | hub), because many presets share one loader;
-    ``reward`` nodes are composites of ``terms``, each keyed by its ``fn``.
+    ``reward`` nodes are composites of ``terms``, each keyed by its ``fn``; ``algo`` nodes build the
+    registered dataclass as ``cls(**fields)`` (``Algorithm.from_config``).
     """
     load()
+    if kind == "algo":
+        return registry("algo").get(cfg.name).from_config(cfg, *args, **kwargs)
     if kind == "model":
         return MODELS.build(cfg, *args, key="source", **kwargs)
     if kind == "reward":

@@ -11,6 +11,8 @@ from collections import defaultdict
 
 import torch
 
+from rlx.ops import masked_var
+
 VOCABULARY = {
     "reward/mean": "total shaped reward per sample",
     "reward/std": "std of the total reward over the step's samples",
@@ -148,3 +150,11 @@ def merged_rollout_metrics(raws: list[dict], group_size: int) -> dict:
     for k in raws[0]["shape_metrics"]:
         m[k] = sum(float(r["shape_metrics"][k]) for r in raws) / len(raws)
     return m
+
+
+def explained_variance(values, returns, response_mask) -> float:
+    """1 − Var(R̂ − V)/Var(R̂) over valid tokens (1 = perfect critic, 0 = no better than a constant)."""
+    var_r = masked_var(returns, response_mask)
+    if var_r <= 0:
+        return 0.0
+    return float(1 - masked_var(returns - values, response_mask) / var_r)

@@ -76,9 +76,11 @@ def run(cfg, run_dir: str | Path | None = None) -> dict:
     preflight(cfg, memory=plan_check)   # files, reward fns, device, memory, hub model (PreflightError): no run dir yet
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    algo = build("algo", cfg.algo)
-    kind = "pipeline" if cfg.get("pipeline") else algo.trainer   # experiment=rlhf_pipeline: a run of runs
-    trainer = TRAINERS.get(kind)(cfg, run_dir)
+    if cfg.get("pipeline"):   # experiment=rlhf_pipeline: a run of runs, each stage builds its own algorithm
+        trainer = TRAINERS.get("pipeline")(cfg, run_dir)
+    else:
+        algo = build("algo", cfg.algo)   # the run's one algorithm object (its state is checkpointed)
+        trainer = TRAINERS.get(algo.trainer)(cfg, run_dir, algo=algo)
     main = getattr(trainer, "dist", None) is None or trainer.dist.is_main   # rank 0 writes the run dir
     if main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

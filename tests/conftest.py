@@ -70,3 +70,27 @@ def read_metrics(run_dir) -> list[dict]:
     import json
 
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line]
+
+
+def algo_batch(rewards, response_mask, **fields):
+    """An online ``rlx.batch.Batch`` as an algorithm's ``advantages`` reads it: rewards [N], response_mask [N, T]
+    and the optional fields (old_logp, ref_logp, values, greedy_rewards); the token ids are not read."""
+    import torch
+
+    from rlx.batch import Batch
+
+    n, T = response_mask.shape
+    return Batch(torch.zeros(n, T, dtype=torch.long), torch.ones(n, T, dtype=torch.long), response_mask,
+                 rewards, **fields)
+
+
+def loss_inputs(old_logp, advantages, response_mask, ref_logp=None, **fields):
+    """``LossInputs`` of one micro-batch that is its own mini-batch (the totals are this batch's)."""
+    import torch
+
+    from rlx.algos.base import LossInputs
+
+    fields.setdefault("rewards", torch.zeros(response_mask.shape[0]))
+    return LossInputs(old_logp=old_logp, advantages=advantages, response_mask=response_mask, ref_logp=ref_logp,
+                      num_tokens=response_mask.sum(), num_seqs=max(int(response_mask.any(-1).sum()), 1),
+                      max_len=response_mask.shape[1], **fields)

@@ -5,11 +5,11 @@ import math
 
 import pytest
 import torch
-from conftest import FAST, read_metrics, run_cli
+from conftest import FAST, algo_batch, loss_inputs, read_metrics, run_cli
+from rlx.algos.surrogate import clipped_surrogate, entropy_bonus
 
 import rlx
 from rlx.algos.cispo import cispo_loss
-from rlx.algos.common import clipped_surrogate, entropy_bonus
 from rlx.algos.dapo import dapo_loss, dynamic_sampling_keep
 from rlx.algos.dr_grpo import dr_grpo_advantages, dr_grpo_loss
 from rlx.algos.gmpo import gmpo_loss
@@ -96,9 +96,9 @@ def test_dynamic_sampling_drops_all_equal_groups():
     assert grpo_advantages(rewards[0], 10).abs().max().item() == 0.0
     assert dynamic_sampling_keep(rewards).tolist() == [False, False, True]
     dapo = rlx.build("algo", rlx.compose(["algo=dapo"]).algo)
-    assert dapo.keep(rewards).tolist() == [False, False, True] and dapo.max_gen_rounds == 3
+    assert dapo.keep(rewards).tolist() == [False, False, True] and dapo.gen_rounds() == 3
     off = rlx.build("algo", rlx.compose(["algo=dapo", "algo.dynamic_sampling=false"]).algo)
-    assert off.keep(rewards).tolist() == [True, True, True] and off.max_gen_rounds == 1
+    assert off.keep(rewards).tolist() == [True, True, True] and off.gen_rounds() == 1
 
 
 def test_dapo_clip_higher_and_token_mean_by_hand():
@@ -125,11 +125,11 @@ def test_dapo_with_its_parts_off_equals_grpo_token_mean():
     mask = torch.ones(8, 3, dtype=torch.bool)
     shaped, m = dapo.shape_rewards(rewards, mask, 4)
     assert torch.equal(shaped, rewards) and m == {} and dapo.keep(rewards.view(2, 4)).all()
-    a_dapo, a_grpo = dapo.advantages(rewards, mask), grpo.advantages(rewards, mask)
+    (a_dapo, _), (a_grpo, _) = dapo.advantages(algo_batch(rewards, mask)), grpo.advantages(algo_batch(rewards, mask))
     assert torch.equal(a_dapo, a_grpo)
     logp, old, _, mask = _random_batch(n=8, T=3, seed=1)
-    a = _loss_and_grad(dapo.loss, logp, old, a_dapo, mask)
-    b = _loss_and_grad(grpo.loss, logp, old, a_grpo, mask)
+    a = _loss_and_grad(dapo.loss, logp, loss_inputs(old, a_dapo, mask))
+    b = _loss_and_grad(grpo.loss, logp, loss_inputs(old, a_grpo, mask))
     assert a[0].item() == pytest.approx(b[0].item()) and torch.allclose(a[1], b[1])
 
 

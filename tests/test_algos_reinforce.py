@@ -2,10 +2,10 @@
 Reinforce-Rej, RAFT, RAFT++. Hand-computed examples (arithmetic in the comments) and invariants."""
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import algo_batch, loss_inputs
 
 import rlx
 from rlx.algos.kl_control import (
@@ -156,11 +156,11 @@ def test_reinforce_pp_baseline_by_hand():
 def test_reinforce_pp_algorithm_reads_old_and_ref_logprobs():
     # through the Algorithm: KL_t = log pi_old - log pi_ref (k1), beta = kl_coef, metrics under its prefix
     a = algo("reinforce_pp", "algo.kl_coef=0.5", "algo.adaptive_kl=true", "algo.kl_target=1.0", "algo.kl_horizon=10")
-    assert a.needs_ref and a.needs_old_logp and a.group_size == 1
+    assert {"ref_logp", "old_logp"} <= a.requires and a.group_size == 1
     mask = torch.tensor([[T_, T_]])
-    batch = SimpleNamespace(old_logp=torch.tensor([[-1.0, -1.0]]), ref_logp=torch.tensor([[-1.2, -1.4]]))
-    metrics = {}
-    adv = a.advantages(torch.tensor([1.0]), mask, batch=batch, metrics=metrics)
+    batch = algo_batch(torch.tensor([1.0]), mask, old_logp=torch.tensor([[-1.0, -1.0]]),
+                       ref_logp=torch.tensor([[-1.2, -1.4]]))
+    adv, metrics = a.advantages(batch)
     # KL = [0.2, 0.4] as in test_reinforce_pp_kl_returns_by_hand
     torch.testing.assert_close(adv, torch.tensor([[-0.70711, 0.70711]]), atol=1e-4, rtol=0)
     assert metrics["reinforce_pp/kl_coef"] == 0.5 and metrics["reinforce_pp/kl_reward"] == pytest.approx(0.6)
@@ -187,12 +187,11 @@ def test_remax_by_hand():
 
 def test_remax_algorithm_uses_the_batch_greedy_reward():
     a = algo("remax")
-    assert a.needs_greedy_baseline and a.group_size == 1 and not a.needs_ref
+    assert a.requires == {"greedy_baseline"} and a.group_size == 1
     g = torch.Generator().manual_seed(3)
     r, rg = torch.rand(6, generator=g), torch.rand(6, generator=g)
     mask = torch.tensor([[T_, T_, F_]] * 6)
-    metrics = {}
-    adv = a.advantages(r, mask, batch=SimpleNamespace(greedy_rewards=rg), metrics=metrics)
+    adv, metrics = a.advantages(algo_batch(r, mask, greedy_rewards=rg))
     torch.testing.assert_close(adv[:, 0], r - rg)                    # A = r - r_greedy on every valid token
     torch.testing.assert_close(adv[:, 1], r - rg)
     assert (adv[:, 2] == 0).all()
@@ -207,7 +206,7 @@ def test_loop_scores_one_greedy_decode_per_prompt(tmp_path):
                        "trainer.eval_every=0"])
     trainer = OnlineTrainer(cfg, tmp_path)
     records = trainer.data.train_batch(0, 6)
-    batch, _ = trainer.rollout()
+    batch, _, _ = trainer.rollout()
     out = trainer.engine.generate([r["prompt"] for r in records], n=1, greedy=True)
     fields = {k: [r[k] for r in records] for k in records[0] if k != "prompt"}
     expected = trainer.reward.score([r["prompt"] for r in records], out.texts, **fields)["total"]
@@ -229,7 +228,7 @@ def test_reinforce_rej_drops_exactly_the_uniform_groups():
 
 def test_reinforce_advantage_is_the_reward():
     mask = torch.tensor([[T_, T_], [T_, F_]])
-    adv = algo("reinforce").advantages(torch.tensor([1.1, 0.0]), mask, batch=None, metrics={})
+    adv, _ = algo("reinforce").advantages(algo_batch(torch.tensor([1.1, 0.0]), mask))
     torch.testing.assert_close(adv, torch.tensor([[1.1, 1.1], [0.0, 0.0]]))   # A = r, no baseline
 
 
@@ -255,8 +254,9 @@ def test_raft_keeps_the_argmax_sample_per_group():
     r = torch.tensor([[0.0, 1.0, 1.0], [0.1, 0.0, 0.0], [1.1, 1.0, 0.0]])
     assert best_of_group(r, 1.0).tolist() == [[F_, T_, F_], [F_, F_, F_], [T_, F_, F_]]
     assert best_of_group(r, 1.0, keep_ties=True).tolist() == [[F_, T_, T_], [F_, F_, F_], [T_, F_, F_]]
-    assert algo("raft").keep_samples(r).tolist() == best_of_group(r, 1.0).tolist()
-    assert algo("raft_pp").keep_samples(r).tolist() == best_of_group(r, 1.0, keep_ties=True).tolist()
+    kept, m = algo("raft").keep_samples(r)
+    assert kept.tolist() == best_of_group(r, 1.0).tolist() and m == {"raft/kept_frac": pytest.approx(2 / 9)}
+    assert algo("raft_pp").keep_samples(r)[0].tolist() == best_of_group(r, 1.0, keep_ties=True).tolist()
     assert algo("raft").keep(r).tolist() == [T_, F_, T_]
     # invariant: with no threshold, exactly one sample per group and it has the group's max reward
     g = torch.Generator().manual_seed(5)
@@ -272,9 +272,9 @@ def test_raft_loss_is_the_nll_and_raft_pp_is_minus_one_at_ratio_one():
     # (ln 2 + ln 4 + -ln 0.8) / 3 = (0.6931 + 1.3863 + 0.2231) / 3 = 0.7675
     assert loss.item() == pytest.approx((math.log(2) + math.log(4) - math.log(0.8)) / 3, rel=1e-5)
     a = algo("raft_pp")
-    adv = a.advantages(torch.tensor([1.0, 1.1]), mask, batch=None, metrics={})
+    adv, _ = a.advantages(algo_batch(torch.tensor([1.0, 1.1]), mask))
     assert adv[mask].eq(1).all() and adv[~mask].eq(0).all()           # A = 1 on every kept token
-    loss_pp, _ = a.loss(logp, logp, adv, mask)
+    loss_pp, _ = a.loss(logp, loss_inputs(logp, adv, mask))
     assert loss_pp.item() == pytest.approx(-1.0)                       # ratio 1: -mean(A) = -1
 
 
@@ -283,7 +283,7 @@ def test_raft_pp_clips_the_ratio():
     mask = torch.tensor([[T_]])
     logp = torch.log(torch.tensor([[0.6]])).requires_grad_()
     old = torch.log(torch.tensor([[0.4]]))
-    loss, m = algo("raft_pp").loss(logp, old, torch.ones(1, 1), mask)
+    loss, m = algo("raft_pp").loss(logp, loss_inputs(old, torch.ones(1, 1), mask))
     assert loss.item() == pytest.approx(-1.2) and m["policy/clip_frac_high"] == 1.0
     loss.backward()
     assert logp.grad.abs().sum() == 0

@@ -70,14 +70,14 @@ def test_valid_configs_pass(argv):
 def _preset_dir(tmp_path, extra=""):
     src = (os.path.join(os.path.dirname(__file__), "..", "conf", "algo", "grpo.yaml"))
     (tmp_path / "algo").mkdir()
-    text = open(src).read().replace("  name: grpo", "  name: mygrpo") + extra
+    text = open(src).read().replace("  eps_high: 0.2", "  eps_high: 0.25") + extra   # name: grpo, its implementation
     (tmp_path / "algo" / "mygrpo.yaml").write_text(text)
     return tmp_path
 
 
 def test_user_preset_in_config_dir_is_accepted(tmp_path):
     cfgs = check_cli(["--config-dir", str(_preset_dir(tmp_path)), "algo=mygrpo", "trainer.steps=1"])
-    assert cfgs[0].algo.name == "mygrpo"
+    assert cfgs[0].algo.name == "grpo" and cfgs[0].algo.eps_high == 0.25
 
 
 def test_user_preset_yaml_error_names_file_and_line(tmp_path):

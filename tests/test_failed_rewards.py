@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import algo_batch
 from omegaconf import OmegaConf
 
 import rlx
@@ -29,7 +30,7 @@ def test_a_failed_sample_does_not_move_its_group(name):
     a = algo(name, 4)
     rewards = torch.tensor([1.0, 1.0, 0.0, 2.0])
     mask = torch.tensor([[True, True], [False, False], [True, False], [True, True]])
-    adv = a.advantages(rewards, mask, batch=None, metrics={})[:, 0]
+    adv = a.advantages(algo_batch(rewards, mask))[0][:, 0]
     scale = 1.0 if name == "dr_grpo" else 1.0 / (1.0 + EPS)
     torch.testing.assert_close(adv, torch.tensor([0.0, 0.0, -scale, scale]), rtol=0, atol=1e-6)
 
@@ -38,8 +39,7 @@ def test_a_failed_sample_does_not_move_its_group(name):
 def test_with_every_sample_scored_the_advantage_is_the_group_normalised_reward(name):
     # rewards [1, 0, 2, 1]: mean 1, unbiased std sqrt(2/3) = 0.8165 → A = [0, −1.2247, 1.2247, 0] (scaled)
     a = algo(name, 4)
-    adv = a.advantages(torch.tensor([1.0, 0.0, 2.0, 1.0]), torch.ones(4, 3, dtype=torch.bool), batch=None,
-                       metrics={})[:, 0]
+    adv = a.advantages(algo_batch(torch.tensor([1.0, 0.0, 2.0, 1.0]), torch.ones(4, 3, dtype=torch.bool)))[0][:, 0]
     s = 1.0 if name == "dr_grpo" else 1.0 / ((2 / 3) ** 0.5 + EPS)
     torch.testing.assert_close(adv, torch.tensor([0.0, -s, s, 0.0]), rtol=0, atol=1e-5)
 

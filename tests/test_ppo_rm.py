@@ -4,11 +4,10 @@ and K = 3 ranks), VAPO's length-adaptive λ, and the RLHF pipeline, on examples 
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import FAST, read_metrics
+from conftest import FAST, algo_batch, read_metrics
 
 import rlx
 from rlx.algos.ppo import PPO, clipped_value_loss, explained_variance, gae
@@ -83,7 +82,7 @@ def test_gae_matches_loop_reference():
 
 def ppo_algo(**over):
     cfg = rlx.compose(["algo=ppo", *[f"algo.{k}={v}" for k, v in over.items()]]).algo
-    return PPO(cfg)
+    return PPO.from_config(cfg)
 
 
 def test_kl_reward_placement():
@@ -94,7 +93,7 @@ def test_kl_reward_placement():
     old = torch.tensor([[-1.0, -2.0, -5.0], [-1.0, -1.0, -1.0]])
     ref = torch.tensor([[-1.5, -1.0, -7.0], [-3.0, -3.0, -3.0]])
     mask = torch.tensor([[T_, T_, F_], [F_, F_, F_]])
-    r, kl = algo.token_rewards(torch.tensor([2.0, 5.0]), mask, SimpleNamespace(old_logp=old, ref_logp=ref))
+    r, kl = algo.token_rewards(algo_batch(torch.tensor([2.0, 5.0]), mask, old_logp=old, ref_logp=ref))
     close(r, [[-0.05, 2.1, 0.0], [0.0, 0.0, 0.0]])
     assert kl[~mask].abs().sum() == 0
 
@@ -103,9 +102,9 @@ def test_adaptive_kl_moves_beta_and_round_trips():
     # Ziegler et al. §2.2: KL above target -> β grows by (1 + 0.2·n/horizon) at most
     algo = ppo_algo(beta=0.1, kl_ctrl="adaptive", kl_target=0.5, kl_horizon=100)
     mask = torch.ones(4, 2, dtype=torch.bool)
-    batch = SimpleNamespace(old_logp=torch.zeros(4, 2), ref_logp=torch.full((4, 2), -1.0), values=torch.zeros(4, 2))
-    metrics = {}
-    algo.advantages(torch.zeros(4), mask, batch=batch, metrics=metrics)   # seq KL = 2 > 0.5: error clipped to 0.2
+    batch = algo_batch(torch.zeros(4), mask, old_logp=torch.zeros(4, 2), ref_logp=torch.full((4, 2), -1.0),
+                       values=torch.zeros(4, 2))
+    _, metrics = algo.advantages(batch)   # seq KL = 2 > 0.5: error clipped to 0.2
     assert metrics["ppo/kl_seq"] == pytest.approx(2.0) and metrics["ppo/kl_coef"] == pytest.approx(0.1)
     assert algo.kl_ctl.value == pytest.approx(0.1 * (1 + 0.2 * 4 / 100))
     other = ppo_algo(beta=0.1, kl_ctrl="adaptive", kl_target=0.5, kl_horizon=100)
@@ -185,7 +184,7 @@ def test_vapo_length_adaptive_lambda():
 
 def test_vapo_lambdas_are_not_the_notes_ones():
     # algorithms.md §7: the notes give policy λ = 1, value λ = 0.9; the papers use λ_critic = 1, actor < 1
-    algo = VAPO(rlx.compose(["algo=vapo"]).algo)
+    algo = VAPO.from_config(rlx.compose(["algo=vapo"]).algo)
     mask = torch.ones(2, 400, dtype=torch.bool)
     assert algo.critic_lambda(mask) == 1.0
     assert algo.actor_lambda(mask).tolist() == pytest.approx([1 - 1 / 20] * 2)

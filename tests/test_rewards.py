@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import loss_inputs
 from omegaconf import OmegaConf
 
 import rlx
@@ -325,7 +326,7 @@ def test_run_with_failing_and_slow_rewards_completes_and_the_update_ignores_them
         cfg.reward = OmegaConf.create({"name": "flaky", "score_term": "content_score", "timeout_s": 0.5,
                                        "terms": terms})
     trainer = TRAINERS.get("online")(cfg, tmp_path)
-    batch, metrics = trainer.rollout()
+    batch, metrics, _ = trainer.rollout()
     T, eos = batch.T, trainer.tok.eos_token_id
     texts = [trainer.tok.decode([t for t, m in zip(ids, am) if m and t != eos], skip_special_tokens=True)
              for ids, am in zip(batch.input_ids[:, -T:].tolist(), batch.attention_mask[:, -T:].tolist())]
@@ -334,7 +335,7 @@ def test_run_with_failing_and_slow_rewards_completes_and_the_update_ignores_them
     assert metrics["reward/failures"] == float(failed.sum())
     assert torch.equal(batch.response_mask.any(-1), ~failed)      # failed samples never train
     # Advantages: failed samples get 0 and are left out of their group's mean and std.
-    adv = trainer.algo.advantages(batch.rewards, batch.response_mask, batch=batch)[:, 0]
+    adv = trainer.algo.advantages(batch)[0][:, 0]
     assert torch.all(adv[failed] == 0)
     for g in range(0, len(texts), 4):
         ok = ~failed[g:g + 4]
@@ -348,8 +349,7 @@ def test_run_with_failing_and_slow_rewards_completes_and_the_update_ignores_them
         trainer.model.zero_grad()
         logp, _ = token_logprobs(trainer.model, batch.input_ids[rows], batch.attention_mask[rows], T)
         mask = batch.response_mask[rows]
-        loss, _ = trainer.algo.loss(logp, logp.detach(), batch.advantages[rows], mask, None,
-                                    num_tokens=mask.sum(), num_seqs=int(mask.any(-1).sum()), max_len=T)
+        loss, _ = trainer.algo.loss(logp, loss_inputs(logp.detach(), batch.advantages[rows], mask))
         loss.backward()
         return loss.detach(), trainer.model.lm_head.weight.grad.clone()
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import FAST, read_metrics
+from conftest import FAST, loss_inputs, read_metrics
 from omegaconf import OmegaConf
 
 import rlx
@@ -141,12 +141,11 @@ def _loss_and_grad(algo, is_weights=None):
     mask = torch.ones(n, T, dtype=torch.bool)
     mask[1, 3:] = False
     adv = torch.randn(n, 1).expand(n, T).contiguous()
-    extra = {"rewards": torch.tensor([1.0, 0.0, 1.0, 0.0])} if "rewards" in algo.loss_fields else {}
-    if algo.needs_entropy:
-        extra["entropy"] = torch.rand(n, T)
-    if is_weights is not None:
-        extra["is_weights"] = is_weights(old)
-    loss, _ = algo.loss(logp, old, adv, mask, old - 0.1, **extra, num_tokens=mask.sum(), num_seqs=n, max_len=T)
+    entropy = torch.rand(n, T) if "entropy" in algo.requires else None
+    weights = is_weights(old) if is_weights is not None else None
+    mb = loss_inputs(old, adv, mask, old - 0.1, rewards=torch.tensor([1.0, 0.0, 1.0, 0.0]), entropy=entropy,
+                     is_weights=weights)
+    loss, _ = algo.loss(logp, mb)
     loss.backward()
     return loss.detach(), logp.grad
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import FAST, read_metrics
+from conftest import FAST, algo_batch, read_metrics
 
 import rlx
 from rlx.algos.rlsc import rlsc_loss
@@ -41,7 +41,7 @@ def test_ttrl_rewards_agreement_with_the_majority(cfg):
     assert labels == ["12"] * 4 + ["5"] * 4
     # Scored with the task reward against the pseudo-labels: 1 where a sample agrees.
     assert reward.score(["p"] * 8, completions, answer=labels)["score"] == [1, 1, 0, 0, 1, 0, 0, 0]
-    adv = algo.advantages(torch.tensor([1.0, 1, 0, 0]), torch.ones(4, 2, dtype=torch.bool))
+    adv, _ = algo.advantages(algo_batch(torch.tensor([1.0, 1, 0, 0]), torch.ones(4, 2, dtype=torch.bool)))
     assert torch.allclose(adv[:, 0], torch.tensor([0.866, 0.866, -0.866, -0.866]), atol=1e-3)  # GRPO's
 
 

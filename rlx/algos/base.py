@@ -1,101 +1,166 @@
-"""What a trainer may ask an algorithm. Trainers never branch on an algorithm's name.
+"""The algorithm contract. An algorithm is a frozen dataclass whose fields are exactly the keys of its preset
+(``conf/algo/<name>.yaml``, where every default lives): ``Algorithm.from_config(cfg.algo)`` builds it as
+``cls(**fields)``, so a misspelt or missing key fails at build time with the key named, and each algorithm
+checks its own values in ``__post_init__`` (``check``). Trainers never branch on an algorithm's name; they
+read what it ``requires``:
 
-An online algorithm answers: which trainer runs it (``trainer``), whether it needs a reference model
-(``needs_ref``) or a critic (``needs_critic``), how many samples per prompt (``group_size``), which
-groups to keep (``keep``), the advantages, and the loss. Extra state (e.g. an adaptive KL
-coefficient) round-trips through ``state_dict`` so that resume is exact.
+    ref_logp         reference log-probs (a frozen reference model is loaded)
+    old_logp         behaviour log-probs before the update, even when on-policy (KL in the reward)
+    values           a critic: V_old and value targets (trainers/critic.py)
+    greedy_baseline  one greedy decode per prompt, scored, as ``batch.greedy_rewards`` (ReMax)
+    entropy          token entropies with gradient in the training forward (an entropy bonus)
+    ptx              a pretraining LM term in every policy update (trainers/ptx.py)
+    mismatched       offline: each prompt with another row's response (KTO's KL estimate)
+
+Each trainer kind has its base class here or beside it: ``PolicyAlgorithm`` (the online loop, below),
+``PreferenceAlgorithm`` (algos/preference.py, the offline loop), ``SFT`` and ``RewardModelAlgo`` (their own
+trainers). Config fields never change after the build; state that must (an adaptive KL coefficient) lives in
+a helper object made in ``__post_init__`` and round-trips through ``state_dict`` so that resume is exact.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
 import torch
 
+from rlx.config.values import ConfigError
 
+REQUIREMENTS = ("ref_logp", "old_logp", "values", "greedy_baseline", "entropy", "ptx", "mismatched")
+
+
+class AlgoConfigError(ConfigError):
+    """A key or value of ``algo.*`` that the algorithm cannot take; the message starts with ``algo.<key>`` (a
+    ``ConfigError``: exit status 2 from the command line)."""
+
+
+def check(cond: bool, msg: str) -> None:
+    """Raise ``AlgoConfigError(msg)`` unless ``cond`` (msg starts with ``algo.<key>=<value>:``)."""
+    if not cond:
+        raise AlgoConfigError(msg)
+
+
+def check_choice(key: str, value, valid) -> None:
+    from rlx.registry import closest
+
+    hint = closest(str(value), valid)
+    check(value in valid, f"algo.{key}={value!r}: not a valid choice" + (f"; did you mean '{hint}'?" if hint else "")
+          + f" (valid: {', '.join(valid)})")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Algorithm:
-    trainer = "online"
-    needs_critic = False
-    # True = learns without labels: the online loop never passes the data's fields (answers) to the
-    # training reward, only prompts, completions, completion_ids and ``pseudo_labels`` (TTRL, RLSC).
-    label_free = False
+    name: str
+    trainer: ClassVar[str] = "online"   # which trainer runs it (the registry of rlx/trainers)
 
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.name = cfg.name
+    @classmethod
+    def from_config(cls, cfg) -> Algorithm:
+        """``cls(**cfg)`` for an ``algo`` config node (interpolations resolved), with the key named on error."""
+        from omegaconf import DictConfig, OmegaConf
 
-    @property
-    def needs_ref(self) -> bool:
-        return float(self.cfg.get("beta", 0.0)) > 0
+        values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        keys = [f.name for f in fields(cls) if f.init]
+        for key in values:
+            check(key in keys, f"algo.{key}: not a key of algo={values.get('name')} (its keys: {', '.join(keys)})")
+        for key in keys:
+            check(key in values, f"algo.{key}: missing; algo={values.get('name')} needs it (its preset "
+                                 f"conf/algo/<name>.yaml holds every default)")
+        return cls(**values)
 
-    @property
-    def group_size(self) -> int:
-        return int(self.cfg.get("group_size", 1))
-
-    @property
-    def needs_entropy(self) -> bool:
-        """True when the loss takes the token entropies of the training forward (an entropy bonus)."""
-        return float(self.cfg.get("entropy_coef", 0.0)) > 0
+    def __post_init__(self) -> None:
+        """Value checks of this algorithm's own keys; subclasses extend it (and call ``super()``)."""
 
     @property
-    def max_gen_rounds(self) -> int:
-        """Generation rounds per step: >1 refills the batch with fresh prompts until ``keep`` has
-        accepted B groups (dynamic sampling, DAPO). Default: one round, no refill."""
-        return 1
+    def requires(self) -> frozenset[str]:
+        """What the trainer must provide (module docstring); a subset of ``REQUIREMENTS``."""
+        return frozenset()
 
-    def pseudo_labels(self, answers: list, group_size: int) -> list | None:
-        """Labels [N] that stand in for the data's ``answer`` in a label-free algorithm's training reward,
-        from the reward's reading of each completion's answer (``answers`` [N], None = no answer).
-        Default: None (no pseudo-labels)."""
-        return None
-
-    def keep(self, rewards: torch.Tensor) -> torch.Tensor:
-        """Bool [B]: which prompt groups (rewards [B, G]) go into the update. Default: all."""
-        return torch.ones(rewards.shape[0], dtype=torch.bool)
-
-    def keep_samples(self, rewards: torch.Tensor) -> torch.Tensor:
-        """Bool [B, G]: which samples of the kept groups go into the update (RAFT: the best of each
-        group). Applied after ``keep``; the kept rows lose their group layout. Default: all."""
-        return torch.ones_like(rewards, dtype=torch.bool)
-
-    @property
-    def needs_greedy_baseline(self) -> bool:
-        """True when the loop must decode one greedy response per prompt, score it, and pass its
-        reward to ``advantages`` as ``batch.greedy_rewards`` [N] (ReMax, arXiv:2310.10505)."""
-        return False
-
-    @property
-    def needs_old_logp(self) -> bool:
-        """True when ``advantages`` reads ``batch.old_logp`` (KL in the reward), so the loop computes
-        the behaviour log-probs before the update even when it is on-policy."""
-        return False
-
-    @property
-    def ptx_coef(self) -> float:
-        """Weight γ of a pretraining LM term added to every policy update (PPO-ptx, arXiv:2203.02155
-        eq. 2; the loop draws ``algo.ptx_batch_size`` records of the data set). Default: 0, none."""
-        return float(self.cfg.get("ptx_coef", 0.0))
-
-    #: True when ``loss`` takes ``is_weights`` [n, T] (detached per-token weights multiplying its policy-gradient
-    #: terms: rollout.is_correction, rollout/correction.py); False where the ratio or weight is one per response.
-    takes_is_weights: bool = True
-
-    #: Names of per-sample ``Batch`` fields (e.g. ``"rewards"``) that ``loss`` takes as keyword arguments.
-    loss_fields: tuple = ()
-
-    def shape_rewards(self, rewards: torch.Tensor, response_mask: torch.Tensor, max_new_tokens: int):
-        """(rewards [N], metrics): sequence rewards after algorithm-specific shaping (e.g. DAPO's
-        overlong penalty), before advantages and before ``keep``. Default: unchanged."""
-        return rewards, {}
-
-    def advantages(self, rewards: torch.Tensor, response_mask: torch.Tensor, **batch) -> torch.Tensor:
-        """Token-level advantages [N, T] from sequence rewards [N]."""
-        raise NotImplementedError
-
-    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, **norm):
-        """(loss, metrics) for one micro-batch; ``norm`` carries mini-batch totals for aggregation."""
-        raise NotImplementedError
+    def check_config(self, cfg) -> None:
+        """Checks against the other config groups (e.g. DAPO's overlong buffer against rollout.max_new_tokens)."""
 
     def state_dict(self) -> dict:
         return {}
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+@dataclass
+class LossInputs:
+    """One micro-batch of n rows of the online loop, as a policy loss sees it. Tensors [n, T] unless noted.
+
+    ``old_logp`` behaviour log-probs (detached training forward when on-policy); ``advantages`` float32;
+    ``response_mask`` bool; ``ref_logp`` (with ``ref_logp`` required); ``entropy`` with gradient (with
+    ``entropy`` required); ``is_weights`` detached per-token weights (rollout.is_correction); ``rewards`` [n].
+    ``num_tokens``, ``num_seqs``, ``max_len``: the mini-batch totals the aggregation normalises by.
+    """
+
+    old_logp: torch.Tensor
+    advantages: torch.Tensor
+    response_mask: torch.Tensor
+    rewards: torch.Tensor
+    num_tokens: torch.Tensor
+    num_seqs: int
+    max_len: int
+    ref_logp: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+    is_weights: torch.Tensor | None = None
+
+    @property
+    def norm(self) -> dict:
+        return dict(num_tokens=self.num_tokens, num_seqs=self.num_seqs, max_len=self.max_len)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyAlgorithm(Algorithm):
+    """What the online loop asks (rlx/trainers/online.py): samples per prompt, which groups and samples to keep,
+    reward shaping, advantages and the loss."""
+
+    group_size: int
+    #: fewest samples per prompt the estimator works with (a group baseline needs two)
+    min_group_size: ClassVar[int] = 2
+    #: True = learns without labels: the loop never passes the data's fields (answers) to the training reward,
+    #: only prompts, completions, completion_ids and ``pseudo_labels`` (TTRL, RLSC)
+    label_free: ClassVar[bool] = False
+    #: True when ``loss`` multiplies per-token terms by ``LossInputs.is_weights`` (rollout.is_correction);
+    #: False where the ratio or weight is one per response
+    takes_is_weights: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.group_size >= self.min_group_size,
+              f"algo.group_size={self.group_size}: {self.name} needs at least {self.min_group_size} samples per prompt")
+
+    def gen_rounds(self) -> int:
+        """Generation rounds per step: >1 refills the batch with fresh prompts until ``keep`` has accepted B
+        groups (dynamic sampling, DAPO). Default: one round."""
+        return 1
+
+    def pseudo_labels(self, answers: list, group_size: int) -> list | None:
+        """Labels [N] standing in for the data's ``answer`` in a label-free algorithm's training reward, from the
+        reward's reading of each completion (``answers`` [N], None = no answer). Default: None."""
+        return None
+
+    def keep(self, rewards: torch.Tensor) -> torch.Tensor:
+        """Bool [B]: which prompt groups (rewards [B, G]) go into the update. Default: all."""
+        return torch.ones(rewards.shape[0], dtype=torch.bool)
+
+    def keep_samples(self, rewards: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """(bool [B, G], metrics): which samples of the kept groups go into the update (RAFT: the best of each
+        group). Applied after ``keep``; the kept rows lose their group layout. Default: all."""
+        return torch.ones_like(rewards, dtype=torch.bool), {}
+
+    def shape_rewards(self, rewards: torch.Tensor, response_mask: torch.Tensor, max_new_tokens: int):
+        """(rewards [N], metrics): sequence rewards after algorithm-specific shaping (DAPO's overlong penalty),
+        before advantages and before ``keep``. Default: unchanged."""
+        return rewards, {}
+
+    def advantages(self, batch) -> tuple[torch.Tensor, dict]:
+        """(token advantages [N, T] float32, metrics) for an ``rlx.batch.Batch`` (rewards, response_mask and
+        what ``requires`` asked for)."""
+        raise NotImplementedError
+
+    def loss(self, logp: torch.Tensor, mb: LossInputs) -> tuple[torch.Tensor, dict]:
+        """(loss, metrics) for the training forward's token log-probs ``logp`` [n, T] of one micro-batch."""
+        raise NotImplementedError

@@ -17,10 +17,13 @@ is −r̂·Â (the clipped IS-weighted advantage; −mean(Â) at r = 1) rather t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from rlx.algos.common import regularizer_options, regularizers
-from rlx.algos.group import GroupAlgorithm
+from rlx.algos.base import check
+from rlx.algos.group import ScaledGroup
+from rlx.algos.surrogate import Regularized, add_regularizers, check_agg
 from rlx.ops import aggregate, kl_penalty, masked_mean
 from rlx.registry import ALGOS
 
@@ -48,22 +51,25 @@ def cispo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_
                    "policy/ratio_max": valid_ratio.max(), "policy/ratio_min": valid_ratio.min(),
                    "policy/kl_old": masked_mean(kl_penalty(old_logp, logp, "k3"), response_mask),
                    "loss/policy": loss.detach()}
-    reg, reg_metrics = regularizers(logp, ref_logp, entropy, response_mask, beta=beta, kl_estimator=kl_estimator,
-                                    entropy_coef=entropy_coef, **norm)
-    loss = loss + reg
-    metrics.update(reg_metrics)
-    metrics["loss/total"] = loss.detach()
-    return loss, metrics
-
-
-class CISPO(GroupAlgorithm):
-    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
-        c = self.cfg
-        return cispo_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low_is=c.eps_low_is,
-                          eps_high_is=c.eps_high_is, loss_agg_mode=c.loss_agg_mode, entropy=entropy,
-                          **regularizer_options(c), **norm)
+    return add_regularizers(loss, metrics, logp, ref_logp, entropy, response_mask, beta=beta,
+                            kl_estimator=kl_estimator, entropy_coef=entropy_coef, **norm)
 
 
 @ALGOS.register("cispo")
-def build_cispo(cfg) -> CISPO:
-    return CISPO(cfg)
+@dataclass(frozen=True, kw_only=True)
+class CISPO(Regularized, ScaledGroup):
+    eps_low_is: float
+    eps_high_is: float
+    loss_agg_mode: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.eps_high_is >= 0 and 0 <= self.eps_low_is <= 1,
+              f"algo.eps_low_is={self.eps_low_is}, algo.eps_high_is={self.eps_high_is}: need 0 <= eps_low_is <= 1 "
+              f"and eps_high_is >= 0")
+        check_agg(self.loss_agg_mode)
+
+    def loss(self, logp, mb):
+        return cispo_loss(logp, mb.old_logp, mb.advantages, mb.response_mask, mb.ref_logp, eps_low_is=self.eps_low_is,
+                          eps_high_is=self.eps_high_is, loss_agg_mode=self.loss_agg_mode, entropy=mb.entropy,
+                          is_weights=mb.is_weights, **self.regularizer_options, **mb.norm)

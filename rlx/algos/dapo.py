@@ -21,11 +21,13 @@ No KL term (§2.3): β = 0 and no reference model.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from rlx.algos.common import shared_options
-from rlx.algos.group import GroupAlgorithm
-from rlx.algos.grpo import grpo_loss
+from rlx.algos.base import check
+from rlx.algos.group import ScaledGroup
+from rlx.algos.grpo import ClippedGroupLoss, grpo_loss
 from rlx.registry import ALGOS
 from rlx.rewards.length import soft_overlong_punishment
 
@@ -42,31 +44,38 @@ def dapo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_l
                      loss_agg_mode=loss_agg_mode, **kw)
 
 
-class DAPO(GroupAlgorithm):
-    @property
-    def max_gen_rounds(self) -> int:
-        return int(self.cfg.max_gen_rounds) if self.cfg.dynamic_sampling else 1
+@ALGOS.register("dapo")
+@dataclass(frozen=True, kw_only=True)
+class DAPO(ClippedGroupLoss, ScaledGroup):
+    dynamic_sampling: bool
+    max_gen_rounds: int
+    overlong_shaping: bool
+    overlong_buffer_len: int
+    overlong_penalty_factor: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.max_gen_rounds >= 1, f"algo.max_gen_rounds={self.max_gen_rounds}: must be >= 1")
+        check(self.overlong_buffer_len >= 1, f"algo.overlong_buffer_len={self.overlong_buffer_len}: must be >= 1")
+
+    def check_config(self, cfg) -> None:
+        L = cfg.rollout.max_new_tokens
+        check(self.overlong_buffer_len < L,
+              f"algo.overlong_buffer_len={self.overlong_buffer_len}: must be in [1, rollout.max_new_tokens={L}) "
+              f"(L_max - L_cache is the length that goes unpunished)")
+
+    def gen_rounds(self) -> int:
+        return int(self.max_gen_rounds) if self.dynamic_sampling else 1
 
     def keep(self, rewards):
-        if not self.cfg.dynamic_sampling:
+        if not self.dynamic_sampling:
             return super().keep(rewards)
         return dynamic_sampling_keep(rewards)
 
     def shape_rewards(self, rewards, response_mask, max_new_tokens):
-        if not self.cfg.overlong_shaping:
+        if not self.overlong_shaping:
             return rewards, {}
-        pen = soft_overlong_punishment(response_mask.sum(-1).cpu(), max_new_tokens, self.cfg.overlong_buffer_len,
-                                       self.cfg.overlong_penalty_factor)
+        pen = soft_overlong_punishment(response_mask.sum(-1).cpu(), max_new_tokens, self.overlong_buffer_len,
+                                       self.overlong_penalty_factor)
         return rewards + pen, {"dapo/overlong_penalty": pen.mean().item(),
                                "dapo/overlong_frac": (pen < 0).float().mean().item()}
-
-    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
-        c = self.cfg
-        return dapo_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low=c.eps_low,
-                         eps_high=c.eps_high, loss_agg_mode=c.loss_agg_mode, entropy=entropy,
-                         **shared_options(c), **norm)
-
-
-@ALGOS.register("dapo")
-def build_dapo(cfg) -> DAPO:
-    return DAPO(cfg)

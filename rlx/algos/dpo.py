@@ -11,8 +11,11 @@ initialisation π_θ = π_ref, h = 0 and L = log 2 for every ε. The implicit re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
+from rlx.algos.base import check
 from rlx.algos.preference import PrefBatch, PreferenceAlgorithm
 from rlx.registry import ALGOS
 
@@ -25,16 +28,21 @@ def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
     return loss, {"loss/policy": loss.detach(), "loss/total": loss.detach()}
 
 
+@ALGOS.register("dpo")
+@dataclass(frozen=True, kw_only=True)
 class DPO(PreferenceAlgorithm):
+    beta: float
+    label_smoothing: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.beta > 0, f"algo.beta={self.beta}: must be > 0")
+        check(0 <= self.label_smoothing < 0.5, f"algo.label_smoothing={self.label_smoothing}: must be in [0, 0.5) "
+              "(the probability that a pair's label is flipped; 0.5 carries no preference)")
+
     def implicit_rewards(self, batch: PrefBatch):
-        return self.cfg.beta * (batch.logps - batch.ref_logps).detach()
+        return self.beta * (batch.logps - batch.ref_logps).detach()
 
     def loss(self, batch: PrefBatch):
         lp, ref = batch.logps, batch.ref_logps
-        return dpo_loss(lp[:, 0], lp[:, 1], ref[:, 0], ref[:, 1], beta=self.cfg.beta,
-                        label_smoothing=self.cfg.label_smoothing)
-
-
-@ALGOS.register("dpo")
-def build_dpo(cfg) -> DPO:
-    return DPO(cfg)
+        return dpo_loss(lp[:, 0], lp[:, 1], ref[:, 0], ref[:, 1], beta=self.beta, label_smoothing=self.label_smoothing)

@@ -18,11 +18,12 @@ entropy bonus, dual-clip, stop-gradient clip) are available with the same keys.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from rlx.algos.common import shared_options
 from rlx.algos.group import GroupAlgorithm
-from rlx.algos.grpo import grpo_loss
+from rlx.algos.grpo import ClippedGroupLoss, grpo_loss
 from rlx.ops import group_normalize
 from rlx.registry import ALGOS
 
@@ -39,16 +40,7 @@ def dr_grpo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, ep
                      loss_agg_mode=loss_agg_mode, max_len=max_len, **kw)
 
 
-class DrGRPO(GroupAlgorithm):
-    scale = False   # no division by the group std (§3.1)
-
-    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
-        c = self.cfg
-        return dr_grpo_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low=c.eps_low,
-                            eps_high=c.eps_high, loss_agg_mode=c.loss_agg_mode, entropy=entropy,
-                            **shared_options(c), **norm)
-
-
 @ALGOS.register("dr_grpo")
-def build_dr_grpo(cfg) -> DrGRPO:
-    return DrGRPO(cfg)
+@dataclass(frozen=True, kw_only=True)
+class DrGRPO(ClippedGroupLoss, GroupAlgorithm):
+    """No division by the group std (§3.1): ``GroupAlgorithm``'s centred advantage."""

@@ -16,10 +16,12 @@ response. KL and entropy terms, when on, use the per-response mean (``seq_mean_t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from rlx.algos.common import regularizer_options, regularizers
-from rlx.algos.group import GroupAlgorithm
+from rlx.algos.group import ScaledGroup
+from rlx.algos.surrogate import ClippedRatio, Regularized, add_regularizers
 from rlx.ops import kl_penalty, masked_mean
 from rlx.registry import ALGOS
 
@@ -47,24 +49,16 @@ def gmpo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_l
                    "policy/ratio_max": r.max(), "policy/ratio_min": r.min(),
                    "policy/kl_old": masked_mean(kl_penalty(old_logp, logp, "k3"), response_mask),
                    "loss/policy": loss.detach()}
-    reg, reg_metrics = regularizers(logp, ref_logp, entropy, response_mask, beta=beta, kl_estimator=kl_estimator,
-                                    entropy_coef=entropy_coef, loss_agg_mode="seq_mean_token_mean",
-                                    num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
-    loss = loss + reg
-    metrics.update(reg_metrics)
-    metrics["loss/total"] = loss.detach()
-    return loss, metrics
-
-
-class GMPO(GroupAlgorithm):
-    takes_is_weights = False   # one geometric-mean ratio per response: no per-token term to reweight
-
-    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
-        c = self.cfg
-        return gmpo_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low=c.eps_low,
-                         eps_high=c.eps_high, entropy=entropy, **regularizer_options(c), **norm)
+    return add_regularizers(loss, metrics, logp, ref_logp, entropy, response_mask, beta=beta,
+                            kl_estimator=kl_estimator, entropy_coef=entropy_coef, loss_agg_mode="seq_mean_token_mean",
+                            num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
 
 
 @ALGOS.register("gmpo")
-def build_gmpo(cfg) -> GMPO:
-    return GMPO(cfg)
+@dataclass(frozen=True, kw_only=True)
+class GMPO(ClippedRatio, Regularized, ScaledGroup):
+    takes_is_weights = False   # one geometric-mean ratio per response: no per-token term to reweight
+
+    def loss(self, logp, mb):
+        return gmpo_loss(logp, mb.old_logp, mb.advantages, mb.response_mask, mb.ref_logp, eps_low=self.eps_low,
+                         eps_high=self.eps_high, entropy=mb.entropy, **self.regularizer_options, **mb.norm)

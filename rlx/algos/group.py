@@ -8,9 +8,12 @@ sample's advantage (one failure in a group of 8 moved them by about 8%). ``valid
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
-from rlx.algos.base import Algorithm
+from rlx.algos.base import PolicyAlgorithm, check
 from rlx.ops import group_normalize
 
 
@@ -24,14 +27,42 @@ def group_advantages(rewards: torch.Tensor, response_mask: torch.Tensor, group_s
     return group_normalize(rewards, group_size, scale=scale, eps=eps, valid_mask=mask)
 
 
-class GroupAlgorithm(Algorithm):
-    """An algorithm whose advantage is the group-normalised reward, the same for every token of a sample.
-    Subclasses set ``scale`` (divide by the group std) and may read ``std_eps`` from their config."""
+@dataclass(frozen=True, kw_only=True)
+class GroupAlgorithm(PolicyAlgorithm):
+    """An algorithm whose advantage is the group-centred reward, the same for every token of a sample (no
+    division by the group std: Dr. GRPO). ``ScaledGroup`` divides by it."""
 
-    scale = True
-    always_masked = False
+    always_masked: ClassVar[bool] = False
 
-    def advantages(self, rewards, response_mask, **batch):
-        adv = group_advantages(rewards, response_mask, self.group_size, scale=self.scale,
-                               eps=float(self.cfg.std_eps) if self.scale else 0.0, always_masked=self.always_masked)
-        return adv.unsqueeze(-1).expand_as(response_mask).to(torch.float32)
+    @property
+    def scale(self) -> bool:
+        return False
+
+    @property
+    def eps(self) -> float:
+        return 0.0
+
+    def advantages(self, batch):
+        mask = batch.response_mask
+        adv = group_advantages(batch.rewards, mask, self.group_size, scale=self.scale, eps=self.eps,
+                               always_masked=self.always_masked)
+        return adv.unsqueeze(-1).expand_as(mask).to(torch.float32), {}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaledGroup(GroupAlgorithm):
+    """Group-normalised advantages: (r − mean) / (std + std_eps)."""
+
+    std_eps: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.std_eps >= 0, f"algo.std_eps={self.std_eps}: must be >= 0")
+
+    @property
+    def scale(self) -> bool:
+        return True
+
+    @property
+    def eps(self) -> float:
+        return float(self.std_eps)

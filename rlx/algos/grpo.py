@@ -13,10 +13,19 @@ with ρ_t = π_θ(o_t|·)/π_old(o_t|·) and the aggregation ``loss_agg_mode`` (
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from rlx.algos.common import clipped_surrogate, regularizers, shared_options
-from rlx.algos.group import GroupAlgorithm
+from rlx.algos.group import ScaledGroup
+from rlx.algos.surrogate import (
+    ClipOptions,
+    ClippedRatio,
+    Regularized,
+    add_regularizers,
+    check_agg,
+    clipped_surrogate,
+)
 from rlx.ops import group_normalize
 from rlx.registry import ALGOS
 
@@ -34,7 +43,7 @@ def grpo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_l
               is_weights=None):
     """(loss, metrics) of GRPO for token log-probs [n, T] and token advantages [n, T].
 
-    Shared options (common.py): ``clip_ratio_c`` dual-clip, ``clip_mode`` stop-gradient clipping,
+    Shared options (surrogate.py): ``clip_ratio_c`` dual-clip, ``clip_mode`` stop-gradient clipping,
     ``entropy_coef`` entropy bonus on ``entropy`` [n, T], straight-through ``kl_estimator`` ("k3+"),
     ``is_weights`` [n, T] truncated importance weights on the surrogate (rollout.is_correction).
     """
@@ -42,28 +51,37 @@ def grpo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_l
     loss, metrics = clipped_surrogate(logp, old_logp, advantages, response_mask, eps_low=eps_low,
                                       eps_high=eps_high, clip_ratio_c=clip_ratio_c, clip_mode=clip_mode,
                                       is_weights=is_weights, **norm)
-    reg, reg_metrics = regularizers(logp, ref_logp, entropy, response_mask, beta=beta, kl_estimator=kl_estimator,
-                                    entropy_coef=entropy_coef, **norm)
-    loss = loss + reg
-    metrics.update(reg_metrics)
-    metrics["loss/total"] = loss.detach()
-    return loss, metrics
+    return add_regularizers(loss, metrics, logp, ref_logp, entropy, response_mask, beta=beta,
+                            kl_estimator=kl_estimator, entropy_coef=entropy_coef, **norm)
 
 
-class GRPO(GroupAlgorithm):
-    always_masked = True   # GRPO has always run the masked arithmetic
+@dataclass(frozen=True, kw_only=True)
+class ClippedGroupLoss(ClippedRatio, ClipOptions, Regularized):
+    """GRPO's clipped token-level surrogate plus its regularizers, for the group algorithms that share it
+    (GRPO, TTRL, DAPO, Dr. GRPO)."""
 
-    @property
-    def scale(self) -> bool:
-        return bool(self.cfg.scale_rewards)
+    loss_agg_mode: str
 
-    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
-        c = self.cfg
-        return grpo_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low=c.eps_low,
-                         eps_high=c.eps_high, loss_agg_mode=c.loss_agg_mode, entropy=entropy,
-                         **shared_options(c), **norm)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_agg(self.loss_agg_mode)
+
+    def loss(self, logp, mb):
+        return grpo_loss(logp, mb.old_logp, mb.advantages, mb.response_mask, mb.ref_logp, eps_low=self.eps_low,
+                         eps_high=self.eps_high, loss_agg_mode=self.loss_agg_mode, entropy=mb.entropy,
+                         is_weights=mb.is_weights, **self.regularizer_options, **self.clip_options, **mb.norm)
 
 
 @ALGOS.register("grpo")
-def build_grpo(cfg) -> GRPO:
-    return GRPO(cfg)
+@dataclass(frozen=True, kw_only=True)
+class GRPO(ClippedGroupLoss, ScaledGroup):
+    always_masked = True   # GRPO has always run the masked arithmetic
+    scale_rewards: bool
+
+    @property
+    def scale(self) -> bool:
+        return bool(self.scale_rewards)
+
+    @property
+    def eps(self) -> float:
+        return float(self.std_eps) if self.scale_rewards else 0.0

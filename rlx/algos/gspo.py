@@ -18,10 +18,12 @@ KL and entropy terms, when on, use the per-response mean (``seq_mean_token_mean`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from rlx.algos.common import clipped_surrogate, regularizers, shared_options
-from rlx.algos.group import GroupAlgorithm
+from rlx.algos.group import ScaledGroup
+from rlx.algos.surrogate import ClipOptions, ClippedRatio, Regularized, add_regularizers, clipped_surrogate
 from rlx.ops import kl_penalty, masked_mean
 from rlx.registry import ALGOS
 
@@ -45,24 +47,17 @@ def gspo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_l
                                       clip_ratio_c=clip_ratio_c, clip_mode=clip_mode)
     with torch.no_grad():
         metrics["policy/kl_old"] = masked_mean(kl_penalty(old_logp, logp, "k3"), response_mask)
-    reg, reg_metrics = regularizers(logp, ref_logp, entropy, response_mask, beta=beta, kl_estimator=kl_estimator,
-                                    entropy_coef=entropy_coef, loss_agg_mode="seq_mean_token_mean",
-                                    num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
-    loss = loss + reg
-    metrics.update(reg_metrics)
-    metrics["loss/total"] = loss.detach()
-    return loss, metrics
-
-
-class GSPO(GroupAlgorithm):
-    takes_is_weights = False   # one ratio s_i per response: no per-token term to reweight
-
-    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
-        c = self.cfg
-        return gspo_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low=c.eps_low,
-                         eps_high=c.eps_high, entropy=entropy, **shared_options(c), **norm)
+    return add_regularizers(loss, metrics, logp, ref_logp, entropy, response_mask, beta=beta,
+                            kl_estimator=kl_estimator, entropy_coef=entropy_coef, loss_agg_mode="seq_mean_token_mean",
+                            num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
 
 
 @ALGOS.register("gspo")
-def build_gspo(cfg) -> GSPO:
-    return GSPO(cfg)
+@dataclass(frozen=True, kw_only=True)
+class GSPO(ClippedRatio, ClipOptions, Regularized, ScaledGroup):
+    takes_is_weights = False   # one ratio s_i per response: no per-token term to reweight
+
+    def loss(self, logp, mb):
+        return gspo_loss(logp, mb.old_logp, mb.advantages, mb.response_mask, mb.ref_logp, eps_low=self.eps_low,
+                         eps_high=self.eps_high, entropy=mb.entropy, **self.regularizer_options,
+                         **self.clip_options, **mb.norm)

@@ -10,17 +10,26 @@ is s_i · ∇log π_θ(o_{i,t}|·) for that token alone, which allows token-leve
     L = (1/n) Σ_i (1/|o_i|) Σ_t −min(s_{i,t} Â_{i,t}, clip(s_{i,t}, 1−ε_low, 1+ε_high) Â_{i,t})
 
 With Â_{i,t} = Â_i (the group advantage used here) loss and gradient equal GSPO's (§4.3). It is
-the clipped surrogate of common.py with π_old replaced by sg[π_θ]/sg[s_i], so dual-clip, the
+the clipped surrogate of surrogate.py with π_old replaced by sg[π_θ]/sg[s_i], so dual-clip, the
 stop-gradient clip mode, KL and entropy terms all apply per token with the same keys.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from rlx.algos.common import clipped_surrogate, regularizers, shared_options
-from rlx.algos.group import GroupAlgorithm
+from rlx.algos.group import ScaledGroup
 from rlx.algos.gspo import sequence_log_ratio
+from rlx.algos.surrogate import (
+    ClipOptions,
+    ClippedRatio,
+    Regularized,
+    add_regularizers,
+    check_agg,
+    clipped_surrogate,
+)
 from rlx.ops import kl_penalty, masked_mean
 from rlx.registry import ALGOS
 
@@ -39,22 +48,21 @@ def gspo_token_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *,
                                       is_weights=is_weights, **norm)
     with torch.no_grad():
         metrics["policy/kl_old"] = masked_mean(kl_penalty(old_logp, logp, "k3"), response_mask)
-    reg, reg_metrics = regularizers(logp, ref_logp, entropy, response_mask, beta=beta, kl_estimator=kl_estimator,
-                                    entropy_coef=entropy_coef, **norm)
-    loss = loss + reg
-    metrics.update(reg_metrics)
-    metrics["loss/total"] = loss.detach()
-    return loss, metrics
-
-
-class GSPOToken(GroupAlgorithm):
-    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, **norm):
-        c = self.cfg
-        return gspo_token_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low=c.eps_low,
-                               eps_high=c.eps_high, loss_agg_mode=c.loss_agg_mode, entropy=entropy,
-                               **shared_options(c), **norm)
+    return add_regularizers(loss, metrics, logp, ref_logp, entropy, response_mask, beta=beta,
+                            kl_estimator=kl_estimator, entropy_coef=entropy_coef, **norm)
 
 
 @ALGOS.register("gspo_token")
-def build_gspo_token(cfg) -> GSPOToken:
-    return GSPOToken(cfg)
+@dataclass(frozen=True, kw_only=True)
+class GSPOToken(ClippedRatio, ClipOptions, Regularized, ScaledGroup):
+    loss_agg_mode: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_agg(self.loss_agg_mode)
+
+    def loss(self, logp, mb):
+        return gspo_token_loss(logp, mb.old_logp, mb.advantages, mb.response_mask, mb.ref_logp, eps_low=self.eps_low,
+                               eps_high=self.eps_high, loss_agg_mode=self.loss_agg_mode, entropy=mb.entropy,
+                               is_weights=mb.is_weights, **self.regularizer_options, **self.clip_options,
+                               **mb.norm)

@@ -13,6 +13,9 @@ The implicit reward is the (normalised) log-ratio itself.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from rlx.algos.base import check
 from rlx.algos.preference import PrefBatch, PreferenceAlgorithm
 from rlx.registry import ALGOS
 
@@ -27,17 +30,21 @@ def ipo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
     return loss, {"loss/policy": loss.detach(), "loss/total": loss.detach()}
 
 
+@ALGOS.register("ipo")
+@dataclass(frozen=True, kw_only=True)
 class IPO(PreferenceAlgorithm):
+    tau: float
+    length_normalize: bool
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.tau > 0, f"algo.tau={self.tau}: must be > 0 (IPO's target margin is 1/(2 tau))")
+
     def implicit_rewards(self, batch: PrefBatch):
         r = (batch.logps - batch.ref_logps).detach()
-        return r / batch.n_tokens.clamp(min=1) if self.cfg.length_normalize else r
+        return r / batch.n_tokens.clamp(min=1) if self.length_normalize else r
 
     def loss(self, batch: PrefBatch):
         lp, ref, n = batch.logps, batch.ref_logps, batch.n_tokens
-        return ipo_loss(lp[:, 0], lp[:, 1], ref[:, 0], ref[:, 1], n[:, 0], n[:, 1], tau=self.cfg.tau,
-                        length_normalize=self.cfg.length_normalize)
-
-
-@ALGOS.register("ipo")
-def build_ipo(cfg) -> IPO:
-    return IPO(cfg)
+        return ipo_loss(lp[:, 0], lp[:, 1], ref[:, 0], ref[:, 1], n[:, 0], n[:, 1], tau=self.tau,
+                        length_normalize=self.length_normalize)

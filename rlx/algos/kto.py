@@ -8,15 +8,18 @@ desirable / undesirable examples.
     L = mean_batch [ λ_y − v(x, y) ]
 
 The KL estimate pairs each prompt of the batch with another row's response (the trainer supplies
-them, ``needs_mismatched``), as TRL's KTOTrainer does. Paired data is used unpaired: chosen =
+them: the algorithm requires ``mismatched``), as TRL's KTOTrainer does. Paired data is used unpaired: chosen =
 desirable, rejected = undesirable. Defaults β = 0.1, λ_D = λ_U = 1 (paper: keep
 λ_D n_D / (λ_U n_U) in [1, 4/3]). Implicit reward: β r_θ.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from rlx.algos.base import check
 from rlx.algos.preference import PrefBatch, PreferenceAlgorithm
 from rlx.registry import ALGOS
 
@@ -31,19 +34,27 @@ def kto_loss(logps, ref_logps, labels, kl_logps, ref_kl_logps, *, beta=0.1, lamb
     return loss, {"loss/policy": loss.detach(), "loss/total": loss.detach(), "kto/kl": z0}
 
 
+@ALGOS.register("kto")
+@dataclass(frozen=True, kw_only=True)
 class KTO(PreferenceAlgorithm):
+    beta: float
+    lambda_d: float
+    lambda_u: float
     layout = "pointwise"
-    needs_mismatched = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.beta > 0, f"algo.beta={self.beta}: must be > 0")
+        for key in ("lambda_d", "lambda_u"):
+            check(getattr(self, key) >= 0, f"algo.{key}={getattr(self, key)}: must be >= 0")
+
+    @property
+    def requires(self) -> frozenset[str]:
+        return super().requires | {"mismatched"}
 
     def implicit_rewards(self, batch: PrefBatch):
-        return self.cfg.beta * (batch.logps - batch.ref_logps).detach()
+        return self.beta * (batch.logps - batch.ref_logps).detach()
 
     def loss(self, batch: PrefBatch):
-        c = self.cfg
         return kto_loss(batch.logps.flatten(), batch.ref_logps.flatten(), batch.labels.flatten(), batch.kl_logps,
-                        batch.ref_kl_logps, beta=c.beta, lambda_d=c.lambda_d, lambda_u=c.lambda_u)
-
-
-@ALGOS.register("kto")
-def build_kto(cfg) -> KTO:
-    return KTO(cfg)
+                        batch.ref_kl_logps, beta=self.beta, lambda_d=self.lambda_d, lambda_u=self.lambda_u)

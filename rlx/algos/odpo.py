@@ -12,8 +12,11 @@ asks for no margin). With all gaps = 1 (data without scores) ODPO is DPO. Implic
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
+from rlx.algos.base import check
 from rlx.algos.preference import PrefBatch, PreferenceAlgorithm
 from rlx.registry import ALGOS
 
@@ -27,16 +30,20 @@ def odpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps
     return loss, {"loss/policy": loss.detach(), "loss/total": loss.detach(), "odpo/offset": offset.mean()}
 
 
+@ALGOS.register("odpo")
+@dataclass(frozen=True, kw_only=True)
 class ODPO(PreferenceAlgorithm):
+    beta: float
+    alpha: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.beta > 0, f"algo.beta={self.beta}: must be > 0")
+        check(self.alpha >= 0, f"algo.alpha={self.alpha}: must be >= 0")
+
     def implicit_rewards(self, batch: PrefBatch):
-        return self.cfg.beta * (batch.logps - batch.ref_logps).detach()
+        return self.beta * (batch.logps - batch.ref_logps).detach()
 
     def loss(self, batch: PrefBatch):
         lp, ref, s = batch.logps, batch.ref_logps, batch.scores
-        return odpo_loss(lp[:, 0], lp[:, 1], ref[:, 0], ref[:, 1], s[:, 0], s[:, 1], beta=self.cfg.beta,
-                         alpha=self.cfg.alpha)
-
-
-@ALGOS.register("odpo")
-def build_odpo(cfg) -> ODPO:
-    return ODPO(cfg)
+        return odpo_loss(lp[:, 0], lp[:, 1], ref[:, 0], ref[:, 1], s[:, 0], s[:, 1], beta=self.beta, alpha=self.alpha)

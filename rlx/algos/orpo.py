@@ -14,10 +14,12 @@ what keeps exp(log P) < 1 (docs/algorithm_notes.md §2.7). No reference model. I
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from rlx.algos.base import check
 from rlx.algos.preference import PrefBatch, PreferenceAlgorithm
 from rlx.registry import ALGOS
 
@@ -39,17 +41,19 @@ def orpo_loss(chosen_logps, rejected_logps, chosen_tokens, rejected_tokens, *, l
                   "orpo/log_odds_ratio": log_odds.detach().mean()}
 
 
+@ALGOS.register("orpo")
+@dataclass(frozen=True, kw_only=True)
 class ORPO(PreferenceAlgorithm):
+    lam: float
     reference_free = True
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.lam >= 0, f"algo.lam={self.lam}: must be >= 0")
+
     def implicit_rewards(self, batch: PrefBatch):
-        return (self.cfg.lam * batch.logps / batch.n_tokens.clamp(min=1)).detach()
+        return (self.lam * batch.logps / batch.n_tokens.clamp(min=1)).detach()
 
     def loss(self, batch: PrefBatch):
         lp, n = batch.logps, batch.n_tokens
-        return orpo_loss(lp[:, 0], lp[:, 1], n[:, 0], n[:, 1], lam=self.cfg.lam)
-
-
-@ALGOS.register("orpo")
-def build_orpo(cfg) -> ORPO:
-    return ORPO(cfg)
+        return orpo_loss(lp[:, 0], lp[:, 1], n[:, 0], n[:, 1], lam=self.lam)

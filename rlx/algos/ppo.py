@@ -21,12 +21,15 @@ over the batch). Critic (a separate value model): the clipped value loss
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
-from rlx.algos.base import Algorithm
-from rlx.algos.common import clipped_surrogate
+from rlx.algos.base import check, check_choice
 from rlx.algos.kl_control import KLController, kl_penalized_token_rewards, sequence_kl, token_kl
-from rlx.ops import aggregate, kl_penalty, masked_mean, masked_var, masked_whiten
+from rlx.algos.surrogate import ClippedRatio, check_agg, clipped_surrogate
+from rlx.metrics import explained_variance  # noqa: F401 (re-exported: the critic's metric)
+from rlx.ops import KL_ESTIMATORS, KL_ESTIMATORS_ALL, aggregate, kl_penalty, masked_mean, masked_whiten
 from rlx.registry import ALGOS
 
 
@@ -74,14 +77,6 @@ def clipped_value_loss(values, old_values, returns, response_mask, *, cliprange_
     return loss, metrics
 
 
-def explained_variance(values, returns, response_mask) -> float:
-    """1 − Var(R̂ − V)/Var(R̂) over valid tokens (1 = perfect critic, 0 = no better than a constant)."""
-    var_r = masked_var(returns, response_mask)
-    if var_r <= 0:
-        return 0.0
-    return float(1 - masked_var(returns - values, response_mask) / var_r)
-
-
 def ppo_policy_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_low: float, eps_high: float,
                     loss_agg_mode: str, kl_estimator: str = "k3", num_tokens=None, num_seqs=None, max_len=None,
                     is_weights=None):
@@ -96,62 +91,93 @@ def ppo_policy_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *,
     return loss, metrics
 
 
-class PPO(Algorithm):
-    needs_critic = True
-    needs_old_logp = True  # the KL in the reward is taken at sampling time (log π_old − log π_ref)
+@ALGOS.register("ppo")
+@dataclass(frozen=True, kw_only=True)
+class PPO(ClippedRatio):
+    min_group_size = 1
+    beta: float                  # β of the KL in the reward (fixed, or the adaptive controller's start)
+    kl_ctrl: str                 # fixed | adaptive
+    kl_target: float
+    kl_horizon: float
+    reward_kl_estimator: str     # KL_t in the reward (k1 in the papers)
+    kl_estimator: str            # policy/kl_ref, measured only
+    gamma: float
+    lam: float
+    whiten_advantages: bool
+    loss_agg_mode: str
+    critic_init: str             # policy | reward_model (trainers/critic.py)
+    critic_path: str | None
+    critic_lr: float
+    vf_coef: float
+    cliprange_value: float | None
+    critic_warmup: int
+    kl_ctl: KLController = field(init=False, repr=False, compare=False)
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.kl_ctl = KLController(cfg.beta, adaptive=cfg.kl_ctrl == "adaptive", target=cfg.kl_target,
-                                   horizon=cfg.kl_horizon)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.beta >= 0, f"algo.beta={self.beta}: must be >= 0")
+        check_choice("kl_ctrl", self.kl_ctrl, ("fixed", "adaptive"))
+        check(self.kl_ctrl == "fixed" or (self.kl_target > 0 and self.kl_horizon > 0),
+              f"algo.kl_ctrl=adaptive needs algo.kl_target > 0 and algo.kl_horizon > 0 "
+              f"(got {self.kl_target}, {self.kl_horizon})")
+        check_choice("reward_kl_estimator", self.reward_kl_estimator, KL_ESTIMATORS)
+        check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS_ALL)
+        for key in ("gamma", "lam"):
+            check(0 <= getattr(self, key) <= 1, f"algo.{key}={getattr(self, key)}: must be in [0, 1]")
+        check_agg(self.loss_agg_mode)
+        check_choice("critic_init", self.critic_init, ("policy", "reward_model"))
+        check(self.critic_lr > 0, f"algo.critic_lr={self.critic_lr}: must be > 0")
+        check(self.vf_coef >= 0, f"algo.vf_coef={self.vf_coef}: must be >= 0")
+        check(self.critic_warmup >= 0, f"algo.critic_warmup={self.critic_warmup}: must be >= 0")
+        object.__setattr__(self, "kl_ctl", KLController(self.beta, adaptive=self.kl_ctrl == "adaptive",
+                                                        target=self.kl_target, horizon=self.kl_horizon))
 
     @property
-    def needs_ref(self) -> bool:
-        return float(self.cfg.beta) > 0
+    def requires(self) -> frozenset[str]:
+        # the KL in the reward is taken at sampling time (log π_old − log π_ref)
+        return super().requires | {"old_logp", "values"} | ({"ref_logp"} if self.beta > 0 else set())
 
-    # λ of the actor's advantages and of the critic's targets: one λ in PPO; VAPO decouples them
     def actor_lambda(self, response_mask):
-        return float(self.cfg.lam)
+        return float(self.lam)
 
     def critic_lambda(self, response_mask):
-        return float(self.cfg.lam)
+        return float(self.lam)
 
-    def token_rewards(self, rewards, response_mask, batch):
+    def token_rewards(self, batch):
         """(r_t [N, T], KL_t [N, T]) with the current β: −β·KL_t per token + the score at the last one."""
         if batch.ref_logp is None:
             kl = torch.zeros_like(batch.old_logp)
         else:
-            kl = token_kl(batch.old_logp, batch.ref_logp, response_mask, self.cfg.reward_kl_estimator)
-        return kl_penalized_token_rewards(rewards, kl, response_mask, self.kl_ctl.value), kl
+            kl = token_kl(batch.old_logp, batch.ref_logp, batch.response_mask, self.reward_kl_estimator)
+        return kl_penalized_token_rewards(batch.rewards, kl, batch.response_mask, self.kl_ctl.value), kl
 
-    def value_targets(self, rewards, response_mask, batch):
+    def value_targets(self, batch):
         """R̂ [N, T] = GAE(λ_critic) + V_old. The critic hook calls this before ``advantages`` (which
         then moves β for the next batch), so targets and advantages see the same β."""
-        r, _ = self.token_rewards(rewards, response_mask, batch)
-        return gae(r, batch.values, response_mask, gamma=self.cfg.gamma, lam=self.critic_lambda(response_mask))[1]
+        r, _ = self.token_rewards(batch)
+        mask = batch.response_mask
+        return gae(r, batch.values, mask, gamma=self.gamma, lam=self.critic_lambda(mask))[1]
 
-    def advantages(self, rewards, response_mask, batch=None, metrics=None, **_):
-        r, kl = self.token_rewards(rewards, response_mask, batch)
-        adv, _ = gae(r, batch.values, response_mask, gamma=self.cfg.gamma, lam=self.actor_lambda(response_mask))
-        if self.cfg.whiten_advantages:
-            adv = masked_whiten(adv, response_mask).masked_fill(~response_mask, 0.0)
-        seq_kl = sequence_kl(kl, response_mask).mean().item()
-        if metrics is not None:
-            metrics.update({"ppo/kl_coef": self.kl_ctl.value, "ppo/kl_seq": seq_kl,
-                            "ppo/non_score_reward": -self.kl_ctl.value * seq_kl})
-        self.kl_ctl.update(seq_kl, n_steps=len(rewards))  # β for the next batch (Ziegler et al. 2019 §2.2)
-        return adv
+    def advantages(self, batch):
+        mask = batch.response_mask
+        r, kl = self.token_rewards(batch)
+        adv, _ = gae(r, batch.values, mask, gamma=self.gamma, lam=self.actor_lambda(mask))
+        if self.whiten_advantages:
+            adv = masked_whiten(adv, mask).masked_fill(~mask, 0.0)
+        seq_kl = sequence_kl(kl, mask).mean().item()
+        metrics = {"ppo/kl_coef": self.kl_ctl.value, "ppo/kl_seq": seq_kl,
+                   "ppo/non_score_reward": -self.kl_ctl.value * seq_kl}
+        self.kl_ctl.update(seq_kl, n_steps=len(batch.rewards))  # β for the next batch (Ziegler et al. 2019 §2.2)
+        return adv, metrics
 
-    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, **norm):
-        c = self.cfg
-        return ppo_policy_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low=c.eps_low,
-                               eps_high=c.eps_high, loss_agg_mode=c.loss_agg_mode, kl_estimator=c.kl_estimator,
-                               **norm)
+    def loss(self, logp, mb):
+        return ppo_policy_loss(logp, mb.old_logp, mb.advantages, mb.response_mask, mb.ref_logp, eps_low=self.eps_low,
+                               eps_high=self.eps_high, loss_agg_mode=self.loss_agg_mode, kl_estimator=self.kl_estimator,
+                               is_weights=mb.is_weights, **mb.norm)
 
     def value_loss(self, values, old_values, returns, response_mask, **norm):
-        c = self.cfg
-        return clipped_value_loss(values, old_values, returns, response_mask, cliprange_value=c.cliprange_value,
-                                  vf_coef=c.vf_coef, loss_agg_mode=c.loss_agg_mode, **norm)
+        return clipped_value_loss(values, old_values, returns, response_mask, cliprange_value=self.cliprange_value,
+                                  vf_coef=self.vf_coef, loss_agg_mode=self.loss_agg_mode, **norm)
 
     def state_dict(self) -> dict:
         return {"kl_ctl": self.kl_ctl.state_dict()}
@@ -159,8 +185,3 @@ class PPO(Algorithm):
     def load_state_dict(self, state: dict) -> None:
         if "kl_ctl" in state:
             self.kl_ctl.load_state_dict(state["kl_ctl"])
-
-
-@ALGOS.register("ppo")
-def build_ppo(cfg) -> PPO:
-    return PPO(cfg)

@@ -11,16 +11,27 @@ InstructGPT used β = 0.02 and γ = 27.8 with its pretraining corpus (docs/algor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from rlx.algos.base import check
 from rlx.algos.ppo import PPO
 from rlx.registry import ALGOS
 
 
-class PPOPtx(PPO):
-    """PPO whose config carries ``ptx_coef`` > 0 and ``ptx_batch_size`` (the loop adds the LM term)."""
-
-
 @ALGOS.register("ppo_ptx")
-def build_ppo_ptx(cfg) -> PPOPtx:
-    if not cfg.ptx_coef > 0:
-        raise ValueError(f"algo.ptx_coef={cfg.ptx_coef}: ppo_ptx needs a pretraining weight > 0 (else use algo=ppo)")
-    return PPOPtx(cfg)
+@dataclass(frozen=True, kw_only=True)
+class PPOPtx(PPO):
+    """PPO with a pretraining LM term: weight ``ptx_coef`` γ > 0 on ``ptx_batch_size`` records per update."""
+
+    ptx_coef: float
+    ptx_batch_size: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.ptx_coef > 0, f"algo.ptx_coef={self.ptx_coef}: ppo_ptx needs a pretraining weight > 0 "
+                                 "(else use algo=ppo)")
+        check(self.ptx_batch_size >= 1, f"algo.ptx_batch_size={self.ptx_batch_size}: must be >= 1")
+
+    @property
+    def requires(self) -> frozenset[str]:
+        return super().requires | {"ptx"}

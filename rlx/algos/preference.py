@@ -7,9 +7,8 @@ then rejected; the data's order is authoritative, scores only grade it). The tra
 - ``layout``: ``pairs`` (every ordered pair of a record becomes a row of K = 2), ``ranked``
   (all K responses of a record in one row; RRHF) or ``pointwise`` (each response with a desirable /
   undesirable label; KTO — paired data gives chosen = desirable, rejected = undesirable)
-- ``needs_ref``: whether reference log-probs are needed (False for reference-free losses: no
-  reference model is loaded)
-- ``needs_mismatched``: whether to add each prompt with another row's response (KTO's KL estimate)
+- ``requires``: ``ref_logp`` unless the loss is reference-free (then no reference model is loaded), and
+  ``mismatched`` to add each prompt with another row's response (KTO's KL estimate)
 - ``implicit_rewards(batch)``: the reward each response gets under the loss (for ``pref/*``)
 - ``loss(batch)``: ``(loss, metrics)``
 """
@@ -17,6 +16,7 @@ then rejected; the data's order is authoritative, scores only grade it). The tra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -36,21 +36,25 @@ class PrefBatch:
     ref_kl_logps: torch.Tensor | None = None  # [B] the same under π_ref
 
 
+@dataclass(frozen=True, kw_only=True)
 class PreferenceAlgorithm(Algorithm):
-    trainer = "offline"
-    layout = "pairs"
-    reference_free = False
-    needs_mismatched = False
+    """The offline loop's algorithm: ``layout``, ``requires`` (ref_logp unless ``reference_free``; mismatched),
+    ``implicit_rewards(batch)`` and ``loss(batch)`` on a ``PrefBatch``."""
+
+    trainer: ClassVar[str] = "offline"
+    layout: ClassVar[str] = "pairs"
+    reference_free: ClassVar[bool] = False
 
     @property
-    def needs_ref(self) -> bool:
-        return not self.reference_free
+    def requires(self) -> frozenset[str]:
+        return super().requires | (set() if self.reference_free else {"ref_logp"})
 
     def implicit_rewards(self, batch: PrefBatch) -> torch.Tensor:
         """[B, K] reward of each response under this loss (detached)."""
         raise NotImplementedError
 
-    def loss(self, batch: PrefBatch):  # (loss, metrics); offline signature, not the online one
+    def loss(self, batch: PrefBatch) -> tuple[torch.Tensor, dict]:
+        """(loss, metrics) of one batch."""
         raise NotImplementedError
 
 

@@ -11,10 +11,14 @@ still wrong contributes nothing. The advantage is 1 for every kept token (what S
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
-from rlx.algos.base import Algorithm
+from rlx.algos.base import PolicyAlgorithm
 from rlx.algos.reinforce import per_token
+from rlx.algos.surrogate import check_agg
 from rlx.ops import aggregate
 from rlx.registry import ALGOS
 
@@ -42,27 +46,27 @@ def raft_loss(logp, response_mask, loss_agg_mode="token_mean", num_tokens=None, 
     return loss, {"loss/policy": loss.detach(), "loss/total": loss.detach()}
 
 
-class RAFT(Algorithm):
-    keep_ties = False
+@ALGOS.register("raft")
+@dataclass(frozen=True, kw_only=True)
+class RAFT(PolicyAlgorithm):
+    min_reward: float
+    loss_agg_mode: str
+    keep_ties: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_agg(self.loss_agg_mode)
 
     def keep(self, rewards: torch.Tensor) -> torch.Tensor:
         """Groups with at least one sample to train on (best reward ≥ min_reward)."""
-        return rewards.max(-1).values >= self.cfg.min_reward
+        return rewards.max(-1).values >= self.min_reward
 
-    def keep_samples(self, rewards: torch.Tensor) -> torch.Tensor:
-        mask = best_of_group(rewards, self.cfg.min_reward, self.keep_ties)
-        self._kept_frac = mask.float().mean().item()
-        return mask
+    def keep_samples(self, rewards: torch.Tensor):
+        mask = best_of_group(rewards, self.min_reward, self.keep_ties)
+        return mask, {f"{self.name}/kept_frac": mask.float().mean().item()}
 
-    def advantages(self, rewards, response_mask, batch=None, metrics=None, **_):
-        if metrics is not None:
-            metrics[f"{self.name}/kept_frac"] = getattr(self, "_kept_frac", 1.0)
-        return per_token(torch.ones_like(rewards, dtype=torch.float32), response_mask)
+    def advantages(self, batch):
+        return per_token(torch.ones_like(batch.rewards, dtype=torch.float32), batch.response_mask), {}
 
-    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, **norm):
-        return raft_loss(logp, response_mask, self.cfg.loss_agg_mode, **norm)
-
-
-@ALGOS.register("raft")
-def build_raft(cfg) -> RAFT:
-    return RAFT(cfg)
+    def loss(self, logp, mb):
+        return raft_loss(logp, mb.response_mask, self.loss_agg_mode, is_weights=mb.is_weights, **mb.norm)

@@ -11,20 +11,20 @@ epochs): the paper reports that clipping is essential and that IS without clippi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rlx.algos.raft import RAFT
 from rlx.algos.reinforce import pg_loss
+from rlx.algos.surrogate import ClippedRatio, KLInLoss
 from rlx.registry import ALGOS
 
 
-class RAFTPP(RAFT):
+@ALGOS.register("raft_pp")
+@dataclass(frozen=True, kw_only=True)
+class RAFTPP(RAFT, ClippedRatio, KLInLoss):
     keep_ties = True
 
-    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, **norm):
-        c = self.cfg
-        return pg_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low=c.eps_low, eps_high=c.eps_high,
-                       beta=c.beta, kl_estimator=c.kl_estimator, loss_agg_mode=c.loss_agg_mode, **norm)
-
-
-@ALGOS.register("raft_pp")
-def build_raft_pp(cfg) -> RAFTPP:
-    return RAFTPP(cfg)
+    def loss(self, logp, mb):
+        return pg_loss(logp, mb.old_logp, mb.advantages, mb.response_mask, mb.ref_logp, eps_low=self.eps_low,
+                       eps_high=self.eps_high, beta=self.beta, kl_estimator=self.kl_estimator,
+                       loss_agg_mode=self.loss_agg_mode, is_weights=mb.is_weights, **mb.norm)

@@ -10,18 +10,21 @@ remax, reinforce_rej, raft_pp) shares:
   REINFORCE++ and by Xiong et al. (arXiv:2504.11343 §2) for their Reinforce; on-policy (one epoch, one
   mini-batch) the ratio is 1, the clip is inactive and the gradient is exactly REINFORCE's, with
   loss value −agg(A). An optional KL-to-reference loss term (β > 0, GRPO-style) is added.
-* ``PolicyGradient``: an Algorithm that optionally puts the KL into the reward (``kl_control``;
-  keys ``kl_coef``, ``kl_penalty``, ``adaptive_kl``, ``kl_target``, ``kl_horizon``) before asking the
-  subclass for its advantages. Without a ``kl_coef`` key the algorithm has no KL in the reward.
+* ``PolicyGradient``: the algorithm base of the family (``pg_loss`` on ``estimate``'s advantages), and
+  ``KLInReward``, which puts the KL into the reward first (``kl_control``; keys ``kl_coef``, ``kl_penalty``,
+  ``adaptive_kl``, ``kl_target``, ``kl_horizon``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
-from rlx.algos.base import Algorithm
-from rlx.algos.common import clipped_surrogate, kl_loss
+from rlx.algos.base import check, check_choice
 from rlx.algos.kl_control import KLController, sequence_kl, token_kl
+from rlx.algos.surrogate import ClippedRatio, KLInLoss, check_agg, clipped_surrogate, kl_loss
+from rlx.ops import KL_ESTIMATORS
 from rlx.registry import ALGOS
 
 
@@ -57,74 +60,99 @@ def reinforce_advantages(rewards: torch.Tensor) -> torch.Tensor:
     return rewards.to(torch.float32)
 
 
-class PolicyGradient(Algorithm):
-    """The REINFORCE family: optional KL in the reward, then ``estimate``, then ``pg_loss``."""
+@dataclass(frozen=True, kw_only=True)
+class PolicyGradient(ClippedRatio, KLInLoss):
+    """The REINFORCE family: ``estimate``'s advantages (on the KL-penalised reward with ``KLInReward``), then
+    ``pg_loss``."""
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.kl_ctl = None
-        if "kl_coef" in cfg:
-            self.kl_ctl = KLController(cfg.kl_coef, cfg.adaptive_kl, cfg.kl_target, cfg.kl_horizon)
+    loss_agg_mode: str
 
-    @property
-    def kl_in_reward(self) -> bool:
-        return self.kl_ctl is not None and self.kl_ctl.value > 0
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_agg(self.loss_agg_mode)
 
-    @property
-    def needs_ref(self) -> bool:
-        return float(self.cfg.get("beta", 0.0)) > 0 or self.kl_in_reward
+    def reward_kl(self, batch) -> tuple[torch.Tensor | None, float, dict]:
+        """(KL_t [N, T] or None, β, metrics) of the KL in the reward. Default: none."""
+        return None, 0.0, {}
 
-    @property
-    def needs_old_logp(self) -> bool:
-        return self.kl_in_reward
+    def advantages(self, batch):
+        kl, coef, metrics = self.reward_kl(batch)
+        adv, extra = self.estimate(batch, kl=kl, kl_coef=coef)
+        return adv.to(torch.float32), {**metrics, **extra}
 
-    def advantages(self, rewards, response_mask, batch=None, metrics=None, **_):
-        kl, coef = None, 0.0
-        if self.kl_in_reward:
-            if batch is None or batch.old_logp is None or batch.ref_logp is None:
-                raise RuntimeError(f"{self.name}: KL in the reward needs the batch's old and reference log-probs "
-                                   "(the trainer computes them when algo.needs_old_logp / needs_ref)")
-            kl = token_kl(batch.old_logp, batch.ref_logp, response_mask, self.cfg.kl_penalty)
-            coef = self.kl_ctl.value
-            current = sequence_kl(kl, response_mask).mean().item()
-            self.kl_ctl.update(current, n_steps=len(rewards))
-            self.log(metrics, kl_coef=coef, kl_reward=current)
-        adv = self.estimate(rewards, response_mask, kl=kl, kl_coef=coef, batch=batch, metrics=metrics)
-        return adv.to(torch.float32)
-
-    def estimate(self, rewards, response_mask, *, kl, kl_coef, batch, metrics) -> torch.Tensor:
-        """Token advantages [N, T]. Sequence-level methods use ``self.sequence_rewards`` (r − β Σ_t KL_t)."""
+    def estimate(self, batch, *, kl, kl_coef) -> tuple[torch.Tensor, dict]:
+        """(token advantages [N, T], metrics). Sequence-level methods use ``self.sequence_rewards`` (r − β Σ_t KL_t)."""
         raise NotImplementedError
 
     @staticmethod
-    def sequence_rewards(rewards, response_mask, kl, kl_coef) -> torch.Tensor:
+    def sequence_rewards(batch, kl, kl_coef) -> torch.Tensor:
         """r_i − β Σ_t KL_t (the KL-penalised sequence reward; r_i when there is no KL in the reward)."""
-        return rewards if kl is None else rewards - kl_coef * sequence_kl(kl, response_mask)
+        return batch.rewards if kl is None else batch.rewards - kl_coef * sequence_kl(kl, batch.response_mask)
 
-    def log(self, metrics, **values) -> None:
+    def extras(self, **values) -> dict:
         """Extras under the algorithm's own prefix (metrics.py: ``<algo>/<name>``)."""
-        if metrics is not None:
-            metrics.update({f"{self.name}/{k}": float(v) for k, v in values.items()})
+        return {f"{self.name}/{k}": float(v) for k, v in values.items()}
 
-    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, **norm):
-        c = self.cfg
-        return pg_loss(logp, old_logp, advantages, response_mask, ref_logp, eps_low=c.eps_low, eps_high=c.eps_high,
-                       beta=c.beta, kl_estimator=c.kl_estimator, loss_agg_mode=c.loss_agg_mode, **norm)
+    def loss(self, logp, mb):
+        return pg_loss(logp, mb.old_logp, mb.advantages, mb.response_mask, mb.ref_logp, eps_low=self.eps_low,
+                       eps_high=self.eps_high, beta=self.beta, kl_estimator=self.kl_estimator,
+                       loss_agg_mode=self.loss_agg_mode, is_weights=mb.is_weights, **mb.norm)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KLInReward(PolicyGradient):
+    """−β·KL_t(π_old‖π_ref) in the token rewards before the advantages; β fixed or adaptive (kl_control.py)."""
+
+    kl_coef: float
+    kl_penalty: str
+    adaptive_kl: bool
+    kl_target: float
+    kl_horizon: float
+    kl_ctl: KLController = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.kl_coef >= 0, f"algo.kl_coef={self.kl_coef}: must be >= 0")
+        check_choice("kl_penalty", self.kl_penalty, KL_ESTIMATORS)
+        check(not self.adaptive_kl or (self.kl_target > 0 and self.kl_horizon > 0),
+              f"algo.adaptive_kl=true needs algo.kl_target > 0 and algo.kl_horizon > 0 "
+              f"(got {self.kl_target}, {self.kl_horizon})")
+        object.__setattr__(self, "kl_ctl", KLController(self.kl_coef, self.adaptive_kl, self.kl_target,
+                                                        self.kl_horizon))
+
+    @property
+    def kl_in_reward(self) -> bool:
+        return self.kl_ctl.value > 0
+
+    @property
+    def requires(self) -> frozenset[str]:
+        return super().requires | ({"ref_logp", "old_logp"} if self.kl_in_reward else set())
+
+    def reward_kl(self, batch):
+        if not self.kl_in_reward:
+            return None, 0.0, {}
+        if batch.old_logp is None or batch.ref_logp is None:
+            raise RuntimeError(f"{self.name}: KL in the reward needs the batch's old and reference log-probs "
+                               "(the trainer computes them when the algorithm requires old_logp and ref_logp)")
+        kl = token_kl(batch.old_logp, batch.ref_logp, batch.response_mask, self.kl_penalty)
+        coef = self.kl_ctl.value
+        current = sequence_kl(kl, batch.response_mask).mean().item()
+        self.kl_ctl.update(current, n_steps=len(batch.rewards))
+        return kl, coef, self.extras(kl_coef=coef, kl_reward=current)
 
     def state_dict(self) -> dict:
-        return {"kl_ctl": self.kl_ctl.state_dict()} if self.kl_ctl is not None else {}
+        return {"kl_ctl": self.kl_ctl.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        if self.kl_ctl is not None and "kl_ctl" in state:
+        if "kl_ctl" in state:
             self.kl_ctl.load_state_dict(state["kl_ctl"])
 
 
-class Reinforce(PolicyGradient):
-    def estimate(self, rewards, response_mask, *, kl, kl_coef, batch, metrics):
-        return per_token(reinforce_advantages(self.sequence_rewards(rewards, response_mask, kl, kl_coef)),
-                         response_mask)
-
-
 @ALGOS.register("reinforce")
-def build_reinforce(cfg) -> Reinforce:
-    return Reinforce(cfg)
+@dataclass(frozen=True, kw_only=True)
+class Reinforce(PolicyGradient):
+    min_group_size = 1   # no group baseline: G = 1 is allowed
+
+    def estimate(self, batch, *, kl, kl_coef):
+        seq = reinforce_advantages(self.sequence_rewards(batch, kl, kl_coef))
+        return per_token(seq, batch.response_mask), {}

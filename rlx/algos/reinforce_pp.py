@@ -13,10 +13,13 @@ N = B·G matches the group methods' N.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from rlx.algos.base import check
 from rlx.algos.kl_control import kl_penalized_token_rewards, returns_to_go
-from rlx.algos.reinforce import PolicyGradient
+from rlx.algos.reinforce import KLInReward
 from rlx.ops import masked_whiten
 from rlx.registry import ALGOS
 
@@ -35,11 +38,15 @@ def reinforce_pp_advantages(scores: torch.Tensor, response_mask: torch.Tensor, k
     return batch_normalize(returns_to_go(token_rewards, response_mask, gamma), response_mask)
 
 
-class ReinforcePP(PolicyGradient):
-    def estimate(self, rewards, response_mask, *, kl, kl_coef, batch, metrics):
-        return reinforce_pp_advantages(rewards, response_mask, kl, kl_coef, self.cfg.gamma)
-
-
 @ALGOS.register("reinforce_pp")
-def build_reinforce_pp(cfg) -> ReinforcePP:
-    return ReinforcePP(cfg)
+@dataclass(frozen=True, kw_only=True)
+class ReinforcePP(KLInReward):
+    min_group_size = 1
+    gamma: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0 <= self.gamma <= 1, f"algo.gamma={self.gamma}: must be in [0, 1]")
+
+    def estimate(self, batch, *, kl, kl_coef):
+        return reinforce_pp_advantages(batch.rewards, batch.response_mask, kl, kl_coef, self.gamma), {}

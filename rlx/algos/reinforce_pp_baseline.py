@@ -12,10 +12,11 @@ the NeMo-RL and ms-swift implementations of this variant.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from rlx.algos.reinforce import PolicyGradient
-from rlx.algos.reinforce_pp import reinforce_pp_advantages
+from rlx.algos.reinforce_pp import ReinforcePP, reinforce_pp_advantages
 from rlx.ops import group_normalize
 from rlx.registry import ALGOS
 
@@ -28,11 +29,12 @@ def reinforce_pp_baseline_advantages(scores: torch.Tensor, response_mask: torch.
     return reinforce_pp_advantages(centred, response_mask, kl, kl_coef, gamma)
 
 
-class ReinforcePPBaseline(PolicyGradient):
-    def estimate(self, rewards, response_mask, *, kl, kl_coef, batch, metrics):
-        return reinforce_pp_baseline_advantages(rewards, response_mask, self.group_size, kl, kl_coef, self.cfg.gamma)
-
-
 @ALGOS.register("reinforce_pp_baseline")
-def build_reinforce_pp_baseline(cfg) -> ReinforcePPBaseline:
-    return ReinforcePPBaseline(cfg)
+@dataclass(frozen=True, kw_only=True)
+class ReinforcePPBaseline(ReinforcePP):
+    min_group_size = 2
+
+    def estimate(self, batch, *, kl, kl_coef):
+        adv = reinforce_pp_baseline_advantages(batch.rewards, batch.response_mask, self.group_size, kl, kl_coef,
+                                               self.gamma)
+        return adv, {}

@@ -11,6 +11,8 @@ all-correct ones only sharpen an already solved prompt (and drive the KL up). Wi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from rlx.algos.reinforce import Reinforce
@@ -22,11 +24,10 @@ def non_uniform_groups(rewards: torch.Tensor) -> torch.Tensor:
     return (rewards.max(-1).values - rewards.min(-1).values) > 0
 
 
+@ALGOS.register("reinforce_rej")
+@dataclass(frozen=True, kw_only=True)
 class ReinforceRej(Reinforce):
+    min_group_size = 2   # the filter compares the samples of a group
+
     def keep(self, rewards: torch.Tensor) -> torch.Tensor:
         return non_uniform_groups(rewards)
-
-
-@ALGOS.register("reinforce_rej")
-def build_reinforce_rej(cfg) -> ReinforceRej:
-    return ReinforceRej(cfg)

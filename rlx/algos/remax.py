@@ -5,10 +5,12 @@ response as the baseline — one sampled and one greedy decode per prompt, no cr
 
 The same A for every token of y; the gradient is A · Σ_t ∇ log π_θ(y_t | x, y_<t)
 (``loss_agg_mode: seq_mean_token_sum``). The loop provides r(x, ȳ) as ``batch.greedy_rewards``
-because the algorithm says ``needs_greedy_baseline``. An unscorable greedy response (NaN) gives A = 0.
+because the algorithm requires ``greedy_baseline``. An unscorable greedy response (NaN) gives A = 0.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -22,21 +24,20 @@ def remax_advantages(rewards: torch.Tensor, greedy_rewards: torch.Tensor) -> tor
     return torch.where(torch.isnan(greedy_rewards), torch.zeros_like(adv), adv)
 
 
-class ReMax(PolicyGradient):
-    @property
-    def needs_greedy_baseline(self) -> bool:
-        return True
-
-    def estimate(self, rewards, response_mask, *, kl, kl_coef, batch, metrics):
-        if batch is None or batch.greedy_rewards is None:
-            raise RuntimeError("remax: batch.greedy_rewards is missing (the loop generates it when "
-                               "algo.needs_greedy_baseline)")
-        greedy = batch.greedy_rewards
-        self.log(metrics, greedy_reward=torch.nanmean(greedy).nan_to_num(0.0))
-        seq = self.sequence_rewards(rewards, response_mask, kl, kl_coef)
-        return per_token(remax_advantages(seq, greedy), response_mask)
-
-
 @ALGOS.register("remax")
-def build_remax(cfg) -> ReMax:
-    return ReMax(cfg)
+@dataclass(frozen=True, kw_only=True)
+class ReMax(PolicyGradient):
+    min_group_size = 1
+
+    @property
+    def requires(self) -> frozenset[str]:
+        return super().requires | {"greedy_baseline"}
+
+    def estimate(self, batch, *, kl, kl_coef):
+        greedy = batch.greedy_rewards
+        if greedy is None:
+            raise RuntimeError("remax: batch.greedy_rewards is missing (the loop generates it when the algorithm "
+                               "requires greedy_baseline)")
+        seq = self.sequence_rewards(batch, kl, kl_coef)
+        return (per_token(remax_advantages(seq, greedy), batch.response_mask),
+                self.extras(greedy_reward=torch.nanmean(greedy).nan_to_num(0.0)))

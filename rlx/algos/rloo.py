@@ -14,9 +14,11 @@ y_i; the paper's gradient is the sequence-level one, (1/k) Σ_i A_i ∇ log π(y
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from rlx.algos.reinforce import PolicyGradient, per_token
+from rlx.algos.reinforce import KLInReward, per_token
 from rlx.registry import ALGOS
 
 
@@ -33,12 +35,9 @@ def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return rewards - rloo_baseline(rewards, group_size)
 
 
-class RLOO(PolicyGradient):
-    def estimate(self, rewards, response_mask, *, kl, kl_coef, batch, metrics):
-        seq = self.sequence_rewards(rewards, response_mask, kl, kl_coef)
-        return per_token(rloo_advantages(seq, self.group_size), response_mask)
-
-
 @ALGOS.register("rloo")
-def build_rloo(cfg) -> RLOO:
-    return RLOO(cfg)
+@dataclass(frozen=True, kw_only=True)
+class RLOO(KLInReward):
+    def estimate(self, batch, *, kl, kl_coef):
+        seq = self.sequence_rewards(batch, kl, kl_coef)
+        return per_token(rloo_advantages(seq, self.group_size), batch.response_mask), {}

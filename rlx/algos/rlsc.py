@@ -21,9 +21,11 @@ votes), so ``score/mean`` logs agreement with the group's majority.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from rlx.algos.base import Algorithm
+from rlx.algos.base import PolicyAlgorithm, check
 from rlx.ops import masked_sum
 from rlx.registry import ALGOS
 from rlx.rewards.vote import majority_labels
@@ -45,21 +47,23 @@ def rlsc_loss(logp, old_logp, response_mask, *, alpha: float = 0.1, num_seqs=Non
     return loss, metrics
 
 
-class RLSC(Algorithm):
+@ALGOS.register("rlsc")
+@dataclass(frozen=True, kw_only=True)
+class RLSC(PolicyAlgorithm):
+    alpha: float
     label_free = True
     takes_is_weights = False   # one weight p_old(y|x) per response: no per-token term to reweight
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.alpha >= 0, f"algo.alpha={self.alpha}: must be >= 0")
 
     def pseudo_labels(self, answers: list, group_size: int) -> list:
         """Majority votes, only to log agreement (score/mean); the loss does not read rewards."""
         return majority_labels(answers, group_size)
 
-    def advantages(self, rewards, response_mask, **batch):
-        return response_mask.to(torch.float32)
+    def advantages(self, batch):
+        return batch.response_mask.to(torch.float32), {}
 
-    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, entropy=None, num_seqs=None, **norm):
-        return rlsc_loss(logp, old_logp, response_mask, alpha=float(self.cfg.alpha), num_seqs=num_seqs)
-
-
-@ALGOS.register("rlsc")
-def build_rlsc(cfg) -> RLSC:
-    return RLSC(cfg)
+    def loss(self, logp, mb):
+        return rlsc_loss(logp, mb.old_logp, mb.response_mask, alpha=float(self.alpha), num_seqs=mb.num_seqs)

@@ -13,10 +13,12 @@ A plain preference pair is the case K = 2. Equal ranks form no pair.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from rlx.algos.base import Algorithm
+from rlx.algos.base import Algorithm, check
 from rlx.registry import ALGOS
 
 
@@ -52,19 +54,19 @@ def bradley_terry_loss(scores: torch.Tensor, ranks: torch.Tensor | None = None, 
     return loss, metrics
 
 
+@ALGOS.register("rm")
+@dataclass(frozen=True, kw_only=True)
 class RewardModelAlgo(Algorithm):
-    """``algo=rm``: trained by the ``rm`` trainer (pairs or K-ranked responses, no generation)."""
+    """``algo=rm``: trained by the ``rm`` trainer (pairs or K-ranked responses, no generation), with an optional
+    likelihood term of weight ``likelihood_weight`` on the chosen responses (trainers/rm.py)."""
 
+    likelihood_weight: float
     trainer = "rm"
 
-    @property
-    def needs_ref(self) -> bool:
-        return False
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.likelihood_weight >= 0, f"algo.likelihood_weight={self.likelihood_weight}: must be >= 0")
 
-    def loss(self, scores, ranks=None, valid_mask=None, **_):
+    def loss(self, scores, ranks=None, valid_mask=None):
+        """(loss, metrics) of the ranking loss for ``scores`` [B, K]."""
         return bradley_terry_loss(scores, ranks, valid_mask)
-
-
-@ALGOS.register("rm")
-def build_rm(cfg) -> RewardModelAlgo:
-    return RewardModelAlgo(cfg)

@@ -12,8 +12,11 @@ Implicit reward: p_i.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from rlx.algos.base import check
 from rlx.algos.preference import PrefBatch, PreferenceAlgorithm
 from rlx.registry import ALGOS
 
@@ -30,17 +33,19 @@ def rrhf_loss(logps, n_tokens, *, sft_weight=1.0):
     return loss, {"loss/policy": rank.detach(), "loss/total": loss.detach(), "rrhf/sft": ft.detach()}
 
 
+@ALGOS.register("rrhf")
+@dataclass(frozen=True, kw_only=True)
 class RRHF(PreferenceAlgorithm):
+    sft_weight: float
     layout = "ranked"
     reference_free = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.sft_weight >= 0, f"algo.sft_weight={self.sft_weight}: must be >= 0")
 
     def implicit_rewards(self, batch: PrefBatch):
         return (batch.logps / batch.n_tokens.clamp(min=1)).detach()
 
     def loss(self, batch: PrefBatch):
-        return rrhf_loss(batch.logps, batch.n_tokens, sft_weight=self.cfg.sft_weight)
-
-
-@ALGOS.register("rrhf")
-def build_rrhf(cfg) -> RRHF:
-    return RRHF(cfg)
+        return rrhf_loss(batch.logps, batch.n_tokens, sft_weight=self.sft_weight)

@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
-from rlx.algos.base import Algorithm
+from dataclasses import dataclass
+
+from rlx.algos.base import Algorithm, check
+from rlx.algos.surrogate import check_agg
 from rlx.ops import aggregate
 from rlx.registry import ALGOS
 
@@ -15,17 +18,20 @@ def sft_loss(logp, response_mask, loss_agg_mode="token_mean", **norm):
     return loss, {"loss/total": loss.detach()}
 
 
+@ALGOS.register("sft")
+@dataclass(frozen=True, kw_only=True)
 class SFT(Algorithm):
+    """``algo=sft``: the ``sft`` trainer's batches of ``batch_size`` records; it stops early once the dev set's
+    accuracy reaches ``dev_target`` (checked every ``check_every`` steps; 0 = never)."""
+
+    dev_target: float
+    check_every: int
+    loss_agg_mode: str
+    batch_size: int
     trainer = "sft"
 
-    @property
-    def needs_ref(self) -> bool:
-        return False
-
-    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, **norm):
-        return sft_loss(logp, response_mask, self.cfg.loss_agg_mode, **norm)
-
-
-@ALGOS.register("sft")
-def build_sft(cfg) -> SFT:
-    return SFT(cfg)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_agg(self.loss_agg_mode)
+        check(self.batch_size >= 1, f"algo.batch_size={self.batch_size}: must be >= 1")
+        check(self.check_every >= 0, f"algo.check_every={self.check_every}: must be >= 0")

@@ -3,13 +3,16 @@
     r(x, y) = (β/|y|) log π_θ(y|x)                                  (length-normalised, no reference model)
     L = −log σ(r(x, y_w) − r(x, y_l) − γ)                            (γ: target reward margin)
 
-No reference model is loaded (``needs_ref`` is False).
+No reference model is loaded (``reference_free``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
+from rlx.algos.base import check
 from rlx.algos.preference import PrefBatch, PreferenceAlgorithm
 from rlx.registry import ALGOS
 
@@ -22,17 +25,21 @@ def simpo_loss(chosen_logps, rejected_logps, chosen_tokens, rejected_tokens, *, 
     return loss, {"loss/policy": loss.detach(), "loss/total": loss.detach()}
 
 
+@ALGOS.register("simpo")
+@dataclass(frozen=True, kw_only=True)
 class SimPO(PreferenceAlgorithm):
+    beta: float
+    gamma: float
     reference_free = True
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.beta > 0, f"algo.beta={self.beta}: must be > 0")
+        check(self.gamma >= 0, f"algo.gamma={self.gamma}: must be >= 0")
+
     def implicit_rewards(self, batch: PrefBatch):
-        return (self.cfg.beta * batch.logps / batch.n_tokens.clamp(min=1)).detach()
+        return (self.beta * batch.logps / batch.n_tokens.clamp(min=1)).detach()
 
     def loss(self, batch: PrefBatch):
         lp, n = batch.logps, batch.n_tokens
-        return simpo_loss(lp[:, 0], lp[:, 1], n[:, 0], n[:, 1], beta=self.cfg.beta, gamma=self.cfg.gamma)
-
-
-@ALGOS.register("simpo")
-def build_simpo(cfg) -> SimPO:
-    return SimPO(cfg)
+        return simpo_loss(lp[:, 0], lp[:, 1], n[:, 0], n[:, 1], beta=self.beta, gamma=self.gamma)

@@ -15,19 +15,18 @@ answer has no label and all its rewards are 0 (no signal).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rlx.algos.grpo import GRPO
 from rlx.registry import ALGOS
 from rlx.rewards.vote import majority_labels
 
 
+@ALGOS.register("ttrl")
+@dataclass(frozen=True, kw_only=True)
 class TTRL(GRPO):
     label_free = True
 
     def pseudo_labels(self, answers: list, group_size: int) -> list:
         """The majority answer of each group, per sample: ["7", "5", "7", None], G = 2 -> ["7", "7", "7", "7"]."""
         return majority_labels(answers, group_size)
-
-
-@ALGOS.register("ttrl")
-def build_ttrl(cfg) -> TTRL:
-    return TTRL(cfg)

@@ -23,8 +23,11 @@ Yuan et al. 2025, arXiv:2503.01491). PPO (``rlx.algos.ppo``) with:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
+from rlx.algos.base import check
 from rlx.algos.ppo import PPO
 from rlx.ops import aggregate
 from rlx.registry import ALGOS
@@ -47,26 +50,33 @@ def positive_ntp_loss(logp, response_mask, rewards, *, positive_reward: float, m
     return mu * nll, metrics
 
 
+@ALGOS.register("vapo")
+@dataclass(frozen=True, kw_only=True)
 class VAPO(PPO):
-    loss_fields = ("rewards",)
+    lam: float = field(init=False, default=0.0, repr=False)   # no single λ: λ_critic and a length-adaptive λ_actor
+    lambda_critic: float
+    length_adaptive_alpha: float
+    mu: float
+    positive_reward: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0 <= self.lambda_critic <= 1, f"algo.lambda_critic={self.lambda_critic}: must be in [0, 1]")
+        check(self.length_adaptive_alpha > 0, f"algo.length_adaptive_alpha={self.length_adaptive_alpha}: must be > 0")
+        check(self.mu >= 0, f"algo.mu={self.mu}: must be >= 0")
 
     def actor_lambda(self, response_mask):
-        return length_adaptive_lambda(response_mask.sum(-1), self.cfg.length_adaptive_alpha)
+        return length_adaptive_lambda(response_mask.sum(-1), self.length_adaptive_alpha)
 
     def critic_lambda(self, response_mask):
-        return float(self.cfg.lambda_critic)
+        return float(self.lambda_critic)
 
-    def loss(self, logp, old_logp, advantages, response_mask, ref_logp=None, rewards=None, **norm):
-        loss, metrics = super().loss(logp, old_logp, advantages, response_mask, ref_logp, **norm)
-        if self.cfg.mu > 0:
-            ntp, m = positive_ntp_loss(logp, response_mask, rewards, positive_reward=self.cfg.positive_reward,
-                                       mu=self.cfg.mu, num_tokens=norm.get("num_tokens"))
+    def loss(self, logp, mb):
+        loss, metrics = super().loss(logp, mb)
+        if self.mu > 0:
+            ntp, m = positive_ntp_loss(logp, mb.response_mask, mb.rewards, positive_reward=self.positive_reward,
+                                       mu=self.mu, num_tokens=mb.num_tokens)
             loss = loss + ntp
             metrics.update(m)
             metrics["loss/total"] = loss.detach()
         return loss, metrics
-
-
-@ALGOS.register("vapo")
-def build_vapo(cfg) -> VAPO:
-    return VAPO(cfg)

@@ -21,7 +21,7 @@ from rlx.config.values import (  # noqa: F401 - ConfigError is re-exported
     _check_values,
     _choice,
     _need,
-    check_correction_support,
+    check_algorithm,
 )
 from rlx.registry import closest
 
@@ -206,6 +206,8 @@ def check_cli(argv) -> list[DictConfig]:
     for job in _jobs(plain, sweep_params if (multirun or sweep_params) else {}):
         cfgs.append(_compose_raw(job, config_name, config_dir))
         validate(cfgs[-1])
+    for cfg in cfgs:   # after every job's light checks: the algorithms check their own keys (imports torch)
+        check_algorithm(cfg)
     return cfgs
 
 
@@ -272,7 +274,7 @@ def check_names(cfg: DictConfig) -> None:
             known(f"reward.terms.{name}.fn", term.fn, REWARDS)
     for i, backend in enumerate(cfg.tracker.get("backends") or []):
         known(f"tracker.backends[{i}]", backend, TRACKERS)
-    check_correction_support(cfg)
+    check_algorithm(cfg)
 
 
 def batch_table(cfg: DictConfig) -> str:

@@ -9,12 +9,8 @@ import re
 from omegaconf import DictConfig, OmegaConf
 
 from rlx.config.choices import (
-    AGG_MODES,
-    CLIP_MODES,
     DTYPES,
     IS_CORRECTIONS,
-    KL_ESTIMATORS,
-    KL_ESTIMATORS_ALL,
     SCHEDULES,
 )
 from rlx.registry import closest
@@ -49,41 +45,15 @@ def _check_ranges(cfg: DictConfig) -> None:
     _need(cfg.rollout.temperature > 0, f"rollout.temperature={cfg.rollout.temperature}: must be > 0")
     _need(0 < cfg.rollout.top_p <= 1, f"rollout.top_p={cfg.rollout.top_p}: must be in (0, 1]")
     _check_tracker(cfg)
-    if "eps_low" in a and "eps_high" in a:
-        _need(a.eps_low >= 0, f"algo.eps_low={a.eps_low}: must be >= 0")
-        _need(a.eps_high >= a.eps_low,
-              f"algo.eps_high={a.eps_high}: must be >= algo.eps_low={a.eps_low} (clip-higher, DAPO)")
-    if "beta" in a:
-        _need(a.beta >= 0, f"algo.beta={a.beta}: must be >= 0")
-    if "kl_estimator" in a:
-        _choice("algo.kl_estimator", a.kl_estimator, KL_ESTIMATORS_ALL)
-    _check_policy_options(cfg)
-    if "kl_coef" in a:  # KL inside the reward (rlx.algos.kl_control)
-        _need(a.kl_coef >= 0, f"algo.kl_coef={a.kl_coef}: must be >= 0")
-        _choice("algo.kl_penalty", a.kl_penalty, KL_ESTIMATORS)
-        _need(not a.adaptive_kl or (a.kl_target > 0 and a.kl_horizon > 0),
-              f"algo.adaptive_kl=true needs algo.kl_target > 0 and algo.kl_horizon > 0 "
-              f"(got {a.kl_target}, {a.kl_horizon})")
-    if "loss_agg_mode" in a:
-        _choice("algo.loss_agg_mode", a.loss_agg_mode, AGG_MODES)
-    if "group_size" in a:
-        _need(a.group_size >= a.get("min_group_size", 2),
-              f"algo.group_size={a.group_size}: {a.name} needs at least {a.get('min_group_size', 2)} samples per prompt")
+    if "group_size" in a:   # the algorithm checks its own minimum (rlx/algos: check_algorithm)
+        _need(a.group_size >= 1, f"algo.group_size={a.group_size}: must be >= 1")
         _check_batch_units(cfg)
-    _check_preference(cfg)
+    _check_data_options(cfg)
 
 
-def _check_preference(cfg: DictConfig) -> None:
-    """Keys of the offline preference algorithms (rlx/algos/dpo.py ... rrhf.py) and preference data."""
-    a, d = cfg.algo, cfg.data
-    if "label_smoothing" in a:
-        _need(0 <= a.label_smoothing < 0.5, f"algo.label_smoothing={a.label_smoothing}: must be in [0, 0.5) "
-              "(the probability that a pair's label is flipped; 0.5 carries no preference)")
-    if "tau" in a:
-        _need(a.tau > 0, f"algo.tau={a.tau}: must be > 0 (IPO's target margin is 1/(2 tau))")
-    for key in ("gamma", "lam", "lambda_d", "lambda_u", "alpha", "sft_weight"):
-        if isinstance(a.get(key), (int, float)):
-            _need(a[key] >= 0, f"algo.{key}={a[key]}: must be >= 0")
+def _check_data_options(cfg: DictConfig) -> None:
+    """Choices and ranges of the data group's options (preference data, bad rows, long prompts)."""
+    d = cfg.data
     if "responses_per_prompt" in d:
         _need(2 <= d.responses_per_prompt <= 4, f"data.responses_per_prompt={d.responses_per_prompt}: must be in "
               "[2, 4] (one response per score level of the hidden rule)")
@@ -91,28 +61,6 @@ def _check_preference(cfg: DictConfig) -> None:
                        ("wrong_answers", ("random", "near"))):
         if key in d:
             _choice(f"data.{key}", d[key], valid)
-
-
-def _check_policy_options(cfg: DictConfig) -> None:
-    """Shared loss options (entropy bonus, dual-clip, clip mode) and DAPO's sampling/shaping keys."""
-    a = cfg.algo
-    if "entropy_coef" in a:
-        _need(a.entropy_coef >= 0, f"algo.entropy_coef={a.entropy_coef}: must be >= 0")
-    if a.get("clip_ratio_c") is not None:
-        _need(a.clip_ratio_c > 1, f"algo.clip_ratio_c={a.clip_ratio_c}: must be > 1 (dual-clip), or null for off")
-    if "clip_mode" in a:
-        _choice("algo.clip_mode", a.clip_mode, CLIP_MODES)
-    if "eps_high_is" in a:
-        _need(a.eps_high_is >= 0 and 0 <= a.eps_low_is <= 1,
-              f"algo.eps_low_is={a.eps_low_is}, algo.eps_high_is={a.eps_high_is}: need 0 <= eps_low_is <= 1 "
-              f"and eps_high_is >= 0")
-    if "max_gen_rounds" in a:
-        _need(a.max_gen_rounds >= 1, f"algo.max_gen_rounds={a.max_gen_rounds}: must be >= 1")
-    if "overlong_buffer_len" in a:
-        L = cfg.rollout.max_new_tokens
-        _need(1 <= a.overlong_buffer_len < L,
-              f"algo.overlong_buffer_len={a.overlong_buffer_len}: must be in [1, rollout.max_new_tokens={L}) "
-              f"(L_max - L_cache is the length that goes unpunished)")
 
 
 def _check_batch_units(cfg: DictConfig) -> None:
@@ -151,12 +99,9 @@ def _check_values(cfg: DictConfig) -> None:
                           + " (valid: cpu, cuda, cuda:<i>, mps, xpu)")
     if hw.get("num_threads") is not None:
         _need(hw.num_threads >= 1, f"hardware.num_threads={hw.num_threads}: must be >= 1, or null (torch's default)")
-    if "std_eps" in cfg.algo:
-        _need(cfg.algo.std_eps >= 0, f"algo.std_eps={cfg.algo.std_eps}: must be >= 0")
-    for node, key, low in ((cfg.data, "eval_size", 0), (cfg.data, "dev_size", 0), (cfg.data, "prompts_per_step", 1),
-                           (cfg.algo, "batch_size", 1)):
-        if isinstance(node.get(key), int):
-            _need(node[key] >= low, f"{'data' if node is cfg.data else 'algo'}.{key}={node[key]}: must be >= {low}")
+    for key, low in (("eval_size", 0), ("dev_size", 0), ("prompts_per_step", 1)):
+        if isinstance(cfg.data.get(key), int):
+            _need(cfg.data[key] >= low, f"data.{key}={cfg.data[key]}: must be >= {low}")
 
 
 def _check_correction(r: DictConfig) -> None:
@@ -171,15 +116,23 @@ def _check_correction(r: DictConfig) -> None:
           f"or true, not false")
 
 
-def check_correction_support(cfg: DictConfig) -> None:
-    """rollout.is_correction needs an online algorithm whose loss takes per-token weights (``takes_is_weights``);
-    builds the algorithm, so it runs with ``check_names``, after the light checks."""
+def check_algorithm(cfg: DictConfig):
+    """Build the algorithm, which checks its own keys and values (rlx/algos/base.py), then its checks against the
+    other groups, and the rollout correction it must take. Returns the algorithm; raises ``ConfigError``. Imports the
+    algorithms (torch), so it runs after the light checks."""
+    from rlx.catalogue import build
+
+    algo = build("algo", cfg.algo)   # raises AlgoConfigError, a ConfigError
+    algo.check_config(cfg)
+    _check_correction_support(cfg, algo)
+    return algo
+
+
+def _check_correction_support(cfg: DictConfig, algo) -> None:
+    """rollout.is_correction needs an online algorithm whose loss takes per-token weights (``takes_is_weights``)."""
     name = cfg.rollout.get("is_correction", "none")
     if name == "none" or cfg.get("pipeline"):
         return
-    from rlx.catalogue import build
-
-    algo = build("algo", cfg.algo)
     _need(algo.trainer == "online", f"rollout.is_correction={name}: algo={cfg.algo.name} trains offline "
           f"(trainer '{algo.trainer}', no rollouts to correct); use rollout.is_correction=none")
     _need(algo.takes_is_weights, f"rollout.is_correction={name}: algo={cfg.algo.name} has one importance ratio "

@@ -47,7 +47,7 @@ class NonFiniteError(RuntimeError):
 
 
 class Trainer:
-    def __init__(self, cfg, run_dir: Path, console=None):
+    def __init__(self, cfg, run_dir: Path, console=None, algo=None):
         from rlx.runtime.console import Console
 
         self.cfg, self.run_dir = cfg, Path(run_dir)
@@ -65,14 +65,14 @@ class Trainer:
             self.console.mute()
         self.device = torch.device(hw.device)
         torch.manual_seed(cfg.seed)
-        self.algo = build("algo", cfg.algo)
+        self.algo = algo if algo is not None else build("algo", cfg.algo)   # built once, by the runner
         self.data = build("data", cfg.data)
         self.reward = build("reward", cfg.reward)
-        memory.check(cfg, self.algo.needs_ref, log=self.console.print)
+        memory.check(cfg, "ref_logp" in self.algo.requires, log=self.console.print)
         self.model, self.tok = build("model", cfg.model, log=self.console.print)
         self.model.to(self.device).train()
         self.autocast = speed.prepare(self.model, hw.get("autocast"), self.device, log=self.console.print)
-        self.ref = make_reference(self.model) if self.algo.needs_ref else None
+        self.ref = make_reference(self.model) if "ref_logp" in self.algo.requires else None
         if self.ref is not None and self.autocast:
             speed.bf16_linear_reference(self.ref, self.model)
         if not hw.get("lean_forward", True):   # rlx/models/lean.py: the transformers forward everywhere

@@ -1,4 +1,4 @@
-"""Critic support for the online loop: every algorithm with ``needs_critic`` (PPO, PPO-ptx, VAPO).
+"""Critic support for the online loop: every algorithm that requires ``values`` (PPO, PPO-ptx, VAPO).
 
 The critic is a separate value model (``rlx.models.value_head``) with its own optimizer, initialised
 from the reward model or from the policy (``algo.critic_init``; docs/algorithm_notes.md §2.1 "Critic
@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from rlx.metrics import MetricAccumulator
+from rlx.metrics import MetricAccumulator, explained_variance
 from rlx.models.value_head import load_value_model, token_values, value_model_from_policy
 from rlx.trainers import minibatch
 
@@ -28,7 +28,7 @@ from rlx.trainers import minibatch
 class Critic:
     def __init__(self, trainer):
         self.trainer = trainer
-        a, t = trainer.cfg.algo, trainer.cfg.trainer
+        a, t = trainer.algo, trainer.cfg.trainer
         self.model = self._build(trainer, a).to(trainer.device).train()
         self.optim = torch.optim.AdamW(self.model.parameters(), lr=a.critic_lr, betas=tuple(t.betas),
                                        weight_decay=t.weight_decay)
@@ -57,7 +57,7 @@ class Critic:
     @torch.no_grad()
     def prepare(self, batch, algo) -> None:
         batch.values = self._forward_all(batch).masked_fill(~batch.response_mask, 0.0)
-        batch.returns = algo.value_targets(batch.rewards, batch.response_mask, batch)
+        batch.returns = algo.value_targets(batch)
 
     def _forward_all(self, batch) -> torch.Tensor:
         micro = self.trainer.cfg.trainer.micro_batch_size or len(batch)
@@ -69,8 +69,6 @@ class Critic:
 
     # ------------------------------------------------------------------ 6b
     def update(self, batch, algo) -> dict:
-        from rlx.algos.ppo import explained_variance
-
         _, micro = minibatch.sizes(self.trainer.cfg, len(batch))
         acc, norms = MetricAccumulator(), []
         for rows, norm in minibatch.minibatches(self.trainer.cfg, batch.response_mask):

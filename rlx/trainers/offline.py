@@ -8,9 +8,9 @@ One step, numbered as in the code:
      with a desirable/undesirable label (unpaired rows as given; each ordered pair of a ranked record
      as chosen = desirable, rejected = undesirable, so a middle response is desirable against worse
      ones only), plus each prompt with the previous row's response when the algorithm estimates a KL
-     term from mismatched pairs (``algo.needs_mismatched``)
+     term from mismatched pairs (``mismatched`` in ``algo.requires``)
   3. tokenise as TRL does (``rlx.data.preference.tokenize_example``: response + EOS after the prompt)
-  4. reference log-probs Σ_t log π_ref, only when the algorithm needs a reference (``algo.needs_ref``;
+  4. reference log-probs Σ_t log π_ref, only when the algorithm requires ``ref_logp`` (
      reference-free losses load no reference model): computed once per (example id, response) and
      cached for the run (checkpointed too), so later epochs never recompute them
   5. policy log-probs, the algorithm's loss on the whole batch, backward. When the batch has more
@@ -137,7 +137,7 @@ class OfflineTrainer(Trainer):
         index = torch.tensor([[main.add((split, ids[r], c), toks[r][0], toks[r][1][c]) for c in cols]
                               for r, cols, _ in rows])
         kl, kl_index = Sequences(), None
-        if mismatched and self.algo.needs_mismatched and len(records) > 1:
+        if mismatched and "mismatched" in self.algo.requires and len(records) > 1:
             # each row's prompt with the first response of the previous record's first row: another prompt's
             # response (TRL's KTOTrainer shifts completions by one example likewise)
             first = {}

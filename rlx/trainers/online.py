@@ -15,8 +15,8 @@ One step, numbered as in the code:
      with ``rollout.is_correction``, turned into per-token importance weights for the loss
      (rollout/correction.py)
   7. metrics of the vocabulary
-The trainer asks the algorithm (needs_ref, group_size, keep, advantages, loss); it never branches
-on its name.
+The trainer asks the algorithm (``requires``, group_size, keep, advantages, loss: rlx/algos/base.py); it never
+branches on its name.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from rlx.algos.base import LossInputs
 from rlx.batch import Batch, concat_batches  # noqa: F401 (Batch: the loop's batch type, re-exported)
 from rlx.metrics import MetricAccumulator, advantage_metrics, merged_rollout_metrics
 from rlx.models.logprobs import token_logprobs
@@ -42,14 +43,15 @@ class OnlineTrainer(Trainer):
         from rlx.trainers.critic import Critic
         from rlx.trainers.ptx import PretrainTerm
 
-        self.critic = Critic(self) if self.algo.needs_critic else None   # PPO family: a separate value model
-        self.ptx = PretrainTerm(self) if self.algo.ptx_coef > 0 else None   # PPO-ptx: a pretraining LM term
+        needs = self.algo.requires
+        self.critic = Critic(self) if "values" in needs else None   # PPO family: a separate value model
+        self.ptx = PretrainTerm(self) if "ptx" in needs else None   # PPO-ptx: a pretraining LM term
         self.is_weights = CORRECTIONS[self.cfg.rollout.get("is_correction", "none")]   # None = no correction
 
     def train_step(self) -> dict:
         t0 = time.perf_counter()
         try:
-            batch, metrics = self.rollout()                                   # 1-3
+            batch, metrics, select_metrics = self.rollout()                   # 1-3
         except RuntimeError as e:   # torch.multinomial on non-finite probabilities: the policy overflowed
             if "probability tensor contains" not in str(e):
                 raise
@@ -65,12 +67,13 @@ class OnlineTrainer(Trainer):
                     "perf/train_s": 0.0, "perf/step_s": time.perf_counter() - t0,
                     "optim/lr": self.sched.get_last_lr()[0]}
         on_policy = self.cfg.trainer.update_epochs == 1 and self._mini(len(batch)) == len(batch)
-        need_old = not on_policy or self.algo.needs_old_logp
+        need_old = not on_policy or "old_logp" in self.algo.requires
         metrics.update(self.reference_logprobs(batch, need_old=need_old))   # 4
         if self.critic is not None:   # 4b: V_old and the value targets (trainers/critic.py)
             self.critic.prepare(batch, self.algo)
-        batch.advantages = self.algo.advantages(batch.rewards, batch.response_mask, batch=batch,
-                                                metrics=metrics)   # 5 (the algorithm may add its extras)
+        batch.advantages, extras = self.algo.advantages(batch)   # 5 (extras under the algorithm's prefix)
+        metrics.update(extras)
+        metrics.update(select_metrics)   # the algorithm's sample selection (RAFT: kept_frac), on update steps
         metrics.update(advantage_metrics(batch.advantages, batch.response_mask))
         if self.critic is None or not self.critic.policy_frozen(self.step):   # frozen: value pretraining
             metrics.update(self.update(batch, on_policy))                     # 6
@@ -87,12 +90,14 @@ class OnlineTrainer(Trainer):
         return min(self.cfg.trainer.mini_batch_size or n, n)
 
     # ------------------------------------------------------------------ 1-3
-    def rollout(self) -> tuple[Batch, dict]:
-        """Generation rounds of B prompts until ``keep`` has accepted B groups; one round unless the
-        algorithm asks for more (``max_gen_rounds``: dynamic sampling refills the batch)."""
+    def rollout(self) -> tuple[Batch, dict, dict]:
+        """(batch, rollout metrics, selection metrics): generation rounds of B prompts until ``keep`` has
+        accepted B groups; one round unless the algorithm asks for more (``gen_rounds``: dynamic sampling
+        refills the batch)."""
         B, G = self.cfg.data.prompts_per_step, self.algo.group_size
         rounds, n_pass, n_kept = [], 0, 0
-        for _ in range(max(1, self.algo.max_gen_rounds)):
+        max_rounds = self.algo.gen_rounds()
+        for _ in range(max(1, max_rounds)):
             batch, raw, keep = self._generate_round(B, G)
             n_pass += int(keep.sum())
             keep = keep & (keep.cumsum(0) <= B - n_kept)   # never more than B groups
@@ -102,14 +107,15 @@ class OnlineTrainer(Trainer):
                 break
         metrics = merged_rollout_metrics([r[1] for r in rounds], G)
         metrics["groups/kept_frac"] = n_pass / (B * len(rounds))
-        if self.algo.max_gen_rounds > 1:
+        if max_rounds > 1:
             metrics[f"{self.algo.name}/gen_rounds"] = float(len(rounds))
             metrics[f"{self.algo.name}/batch_fill"] = n_kept / B
-        parts = []
+        parts, select_metrics = [], {}
         for batch, raw, keep in rounds:
-            rows = keep.repeat_interleave(G) & self.algo.keep_samples(raw["rewards"].view(-1, G)).reshape(-1)
+            samples, select_metrics = self.algo.keep_samples(raw["rewards"].view(-1, G))
+            rows = keep.repeat_interleave(G) & samples.reshape(-1)
             parts.append(batch if rows.all() else self._select(batch, rows))
-        return concat_batches(parts, self.tok.pad_token_id), metrics
+        return concat_batches(parts, self.tok.pad_token_id), metrics, select_metrics
 
     def _generate_round(self, B: int, G: int):
         """(batch [B·G], raw rollout data for the metrics, keep [B]) of B fresh prompts."""
@@ -142,7 +148,7 @@ class OnlineTrainer(Trainer):
         batch = Batch(ids, am, resp_mask.to(self.device), rewards.to(self.device))
         if out.engine_logp is not None:
             batch.engine_logp = out.engine_logp.to(self.device)
-        if self.algo.needs_greedy_baseline:
+        if "greedy_baseline" in self.algo.requires:
             batch.greedy_rewards = self._greedy_rewards(records, G)
         raw["rewards"] = rewards
         return batch, raw, self.algo.keep(rewards.view(-1, G))
@@ -195,20 +201,19 @@ class OnlineTrainer(Trainer):
         return metrics
 
     def _micro_step(self, batch: Batch, rows, norm: dict, on_policy: bool, acc: MetricAccumulator) -> float:
-        bonus = self.algo.needs_entropy   # an entropy bonus needs H_t with gradient
+        bonus = "entropy" in self.algo.requires   # an entropy bonus needs H_t with gradient
         logp, ent = token_logprobs(self.model, batch.input_ids[rows], batch.attention_mask[rows], batch.T,
                                    with_entropy=on_policy or bonus, autocast=self.autocast)
         mask = batch.response_mask[rows]
         old = logp.detach() if on_policy else batch.old_logp[rows]
         ref = batch.ref_logp[rows] if batch.ref_logp is not None else None
-        extra = {"entropy": ent} if bonus else {}
-        extra.update({k: getattr(batch, k)[rows] for k in self.algo.loss_fields})   # e.g. VAPO: rewards
-        is_weights, engine_m = self._engine_mismatch(batch, rows, old, mask)
-        if is_weights is not None:   # rollout.is_correction: per-token weights on the policy-gradient terms
-            extra["is_weights"] = is_weights
+        is_weights, engine_m = self._engine_mismatch(batch, rows, old, mask)   # rollout.is_correction weights
+        mb = LossInputs(old_logp=old, advantages=batch.advantages[rows], response_mask=mask,
+                        rewards=batch.rewards[rows], ref_logp=ref, entropy=ent if bonus else None,
+                        is_weights=is_weights, **norm)
         if faults.active("nan_logp", self.step):   # RLX_FAULT=nan_logp@N: as from a forward that overflowed
             logp = logp * math.nan
-        loss, m = self.algo.loss(logp, old, batch.advantages[rows], mask, ref, **extra, **norm)
+        loss, m = self.algo.loss(logp, mb)
         m.update(engine_m)
         if on_policy:
             m["policy/entropy"] = masked_mean(ent.detach(), mask)

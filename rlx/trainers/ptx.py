@@ -22,7 +22,7 @@ class PretrainTerm:
     def __init__(self, trainer):
         self.trainer, self.cursor = trainer, CURSOR_OFFSET
         self.coef = float(trainer.algo.ptx_coef)
-        self.batch_size = int(trainer.cfg.algo.ptx_batch_size)
+        self.batch_size = int(trainer.algo.ptx_batch_size)
 
     def backward(self) -> dict:
         """Add γ·∇L_ptx to the policy's gradients; returns its metrics."""

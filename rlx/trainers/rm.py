@@ -69,7 +69,7 @@ class RMTrainer(Trainer):
     def setup(self) -> None:
         if hasattr(self.data, "prepare"):   # data sets that tokenise (and length-limit) their rows themselves
             self.data.prepare(self.tok)
-        w = self.cfg.algo.likelihood_weight
+        w = self.algo.likelihood_weight
         self.rm = ValueModel(self.model, likelihood_weight=w if w else None).to(self.device).train()
         self.last_eval: dict = {}
 

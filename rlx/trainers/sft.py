@@ -60,16 +60,16 @@ class SFTTrainer(Trainer):
 
     def train_step(self) -> dict:
         t0 = time.perf_counter()
-        bs = self.cfg.algo.batch_size
+        bs = self.algo.batch_size
         records = self.data.train_batch(self.cursor, bs)
         self.cursor += bs
         out = sft_update(self.model, self.tok, self.optim, records, self.cfg.trainer.grad_clip or float("inf"),
-                         self.cfg.algo.loss_agg_mode, self.autocast)
+                         self.algo.loss_agg_mode, self.autocast)
         if self.guard(loss=out["loss"], grad_norm=out["grad_norm"]):
             self.optim.step()
         self.optim.zero_grad(set_to_none=True)
         self.sched.step()
-        a = self.cfg.algo
+        a = self.algo
         if a.dev_target > 0 and self.step % a.check_every == 0 and self.data.dev_set():
             self.should_stop = greedy_accuracy(self.engine, self.data.dev_set()) >= a.dev_target
         return {"loss/total": float(out["loss"]), "optim/grad_norm": float(out["grad_norm"]),

@@ -1,11 +1,16 @@
-"""Pieces several policy-gradient algorithms share: the clipped surrogate (with dual-clip and the
-stop-gradient clip mode), the KL loss term and the entropy bonus."""
+"""The clipped surrogate and the loss terms the policy-gradient algorithms share (the KL loss term, the entropy
+bonus), and the option sets that come with them as dataclass mixins: ``ClippedRatio`` (eps_low, eps_high),
+``ClipOptions`` (dual-clip, stop-gradient clip mode) and ``Regularized`` (β, KL estimator, entropy bonus).
+Each mixin checks its own keys and says what it ``requires``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from rlx.ops import aggregate, kl_penalty, masked_mean
+from rlx.algos.base import PolicyAlgorithm, check, check_choice
+from rlx.ops import AGG_MODES, KL_ESTIMATORS_ALL, aggregate, kl_penalty, masked_mean
 
 CLIP_MODES = ("standard", "stop_gradient")
 
@@ -106,12 +111,85 @@ def regularizers(logp, ref_logp, entropy, response_mask, *, beta: float = 0.0, k
     return term, metrics
 
 
-def regularizer_options(cfg) -> dict:
-    """β, KL estimator and entropy coefficient from an algorithm's config (its YAML holds every default)."""
-    return dict(beta=float(cfg.beta), kl_estimator=cfg.kl_estimator, entropy_coef=float(cfg.entropy_coef))
+def add_regularizers(loss, metrics, logp, ref_logp, entropy, response_mask, *, beta, kl_estimator, entropy_coef,
+                     loss_agg_mode, num_tokens=None, num_seqs=None, max_len=None):
+    """(loss + regularizers, metrics with theirs and ``loss/total``): the tail every GRPO-family loss shares."""
+    reg, reg_metrics = regularizers(logp, ref_logp, entropy, response_mask, beta=beta, kl_estimator=kl_estimator,
+                                    entropy_coef=entropy_coef, loss_agg_mode=loss_agg_mode, num_tokens=num_tokens,
+                                    num_seqs=num_seqs, max_len=max_len)
+    loss = loss + reg
+    metrics.update(reg_metrics)
+    metrics["loss/total"] = loss.detach()
+    return loss, metrics
 
 
-def shared_options(cfg) -> dict:
-    """The shared options of the clipped-surrogate losses: regularizers, dual-clip and clip mode."""
-    return dict(regularizer_options(cfg), clip_ratio_c=cfg.clip_ratio_c,
-                clip_mode=cfg.clip_mode)
+@dataclass(frozen=True, kw_only=True)
+class ClippedRatio(PolicyAlgorithm):
+    """The trust region of the clipped surrogate: clip(r, 1 − eps_low, 1 + eps_high)."""
+
+    eps_low: float
+    eps_high: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.eps_low >= 0, f"algo.eps_low={self.eps_low}: must be >= 0")
+        check(self.eps_high >= self.eps_low,
+              f"algo.eps_high={self.eps_high}: must be >= algo.eps_low={self.eps_low} (clip-higher, DAPO)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipOptions(PolicyAlgorithm):
+    """Dual-clip (``clip_ratio_c``, null = off) and the clip mode of ``clipped_surrogate``."""
+
+    clip_ratio_c: float | None
+    clip_mode: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.clip_ratio_c is None or self.clip_ratio_c > 1,
+              f"algo.clip_ratio_c={self.clip_ratio_c}: must be > 1 (dual-clip), or null for off")
+        check_choice("clip_mode", self.clip_mode, CLIP_MODES)
+
+    @property
+    def clip_options(self) -> dict:
+        return dict(clip_ratio_c=self.clip_ratio_c, clip_mode=self.clip_mode)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KLInLoss(PolicyAlgorithm):
+    """β·KL(π_θ‖π_ref) as a loss term (β > 0 loads a reference model; its KL is logged whenever one is loaded)."""
+
+    beta: float
+    kl_estimator: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.beta >= 0, f"algo.beta={self.beta}: must be >= 0")
+        check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS_ALL)
+
+    @property
+    def requires(self) -> frozenset[str]:
+        return super().requires | ({"ref_logp"} if self.beta > 0 else set())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Regularized(KLInLoss):
+    """The KL loss term and the entropy bonus (``entropy_coef`` > 0 asks for the token entropies)."""
+
+    entropy_coef: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.entropy_coef >= 0, f"algo.entropy_coef={self.entropy_coef}: must be >= 0")
+
+    @property
+    def requires(self) -> frozenset[str]:
+        return super().requires | ({"entropy"} if self.entropy_coef > 0 else set())
+
+    @property
+    def regularizer_options(self) -> dict:
+        return dict(beta=self.beta, kl_estimator=self.kl_estimator, entropy_coef=self.entropy_coef)
+
+
+def check_agg(mode: str) -> None:
+    check_choice("loss_agg_mode", mode, AGG_MODES)
