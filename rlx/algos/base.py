@@ -26,6 +26,7 @@ from typing import ClassVar
 import torch
 
 from rlx.config.values import ConfigError
+from rlx.ops import AGG_MODES
 
 REQUIREMENTS = ("ref_logp", "old_logp", "values", "greedy_baseline", "entropy", "ptx", "mismatched")
 
@@ -84,6 +85,17 @@ class Algorithm:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Aggregated(Algorithm):
+    """An algorithm with ``loss_agg_mode``: how its per-token loss becomes one number (``rlx.ops.aggregate``)."""
+
+    loss_agg_mode: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("loss_agg_mode", self.loss_agg_mode, AGG_MODES)
 
 
 @dataclass

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
-from rlx.algos.base import check
+from rlx.algos.base import Aggregated, check
 from rlx.algos.group import ScaledGroup
-from rlx.algos.surrogate import Regularized, add_regularizers, check_agg
-from rlx.ops import aggregate, kl_penalty, masked_mean
+from rlx.algos.surrogate import Regularized, add_regularizers, clip_metrics
+from rlx.ops import aggregate
 from rlx.registry import ALGOS
 
 
@@ -44,30 +44,22 @@ def cispo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_
     with torch.no_grad():
         high = ratio > 1 + eps_high_is
         low = ratio < 1 - eps_low_is
-        valid_ratio = ratio.masked_fill(~response_mask, 1.0)
-        metrics = {"policy/clip_frac_high": masked_mean(high.float(), response_mask),
-                   "policy/clip_frac_low": masked_mean(low.float(), response_mask),
-                   "policy/clip_frac": masked_mean((high | low).float(), response_mask),
-                   "policy/ratio_max": valid_ratio.max(), "policy/ratio_min": valid_ratio.min(),
-                   "policy/kl_old": masked_mean(kl_penalty(old_logp, logp, "k3"), response_mask),
-                   "loss/policy": loss.detach()}
+        metrics = clip_metrics(high, low, response_mask, ratio.masked_fill(~response_mask, 1.0), logp, old_logp, loss)
     return add_regularizers(loss, metrics, logp, ref_logp, entropy, response_mask, beta=beta,
                             kl_estimator=kl_estimator, entropy_coef=entropy_coef, **norm)
 
 
 @ALGOS.register("cispo")
 @dataclass(frozen=True, kw_only=True)
-class CISPO(Regularized, ScaledGroup):
+class CISPO(Aggregated, Regularized, ScaledGroup):
     eps_low_is: float
     eps_high_is: float
-    loss_agg_mode: str
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.eps_high_is >= 0 and 0 <= self.eps_low_is <= 1,
               f"algo.eps_low_is={self.eps_low_is}, algo.eps_high_is={self.eps_high_is}: need 0 <= eps_low_is <= 1 "
               f"and eps_high_is >= 0")
-        check_agg(self.loss_agg_mode)
 
     def loss(self, logp, mb):
         return cispo_loss(logp, mb.old_logp, mb.advantages, mb.response_mask, mb.ref_logp, eps_low_is=self.eps_low_is,

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 
 from rlx.algos.group import ScaledGroup
-from rlx.algos.surrogate import ClippedRatio, Regularized, add_regularizers
-from rlx.ops import kl_penalty, masked_mean
+from rlx.algos.surrogate import ClippedRatio, Regularized, add_regularizers, clip_metrics
+from rlx.ops import masked_mean
 from rlx.registry import ALGOS
 
 
@@ -43,12 +43,7 @@ def gmpo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_l
         high = (sgn > 0) & (log_ratio > eps_high)
         low = (sgn < 0) & (log_ratio < -eps_low)
         r = ratio[valid] if valid.any() else torch.ones(1)
-        metrics = {"policy/clip_frac_high": masked_mean(high.float(), response_mask),
-                   "policy/clip_frac_low": masked_mean(low.float(), response_mask),
-                   "policy/clip_frac": masked_mean((high | low).float(), response_mask),
-                   "policy/ratio_max": r.max(), "policy/ratio_min": r.min(),
-                   "policy/kl_old": masked_mean(kl_penalty(old_logp, logp, "k3"), response_mask),
-                   "loss/policy": loss.detach()}
+        metrics = clip_metrics(high, low, response_mask, r, logp, old_logp, loss)
     return add_regularizers(loss, metrics, logp, ref_logp, entropy, response_mask, beta=beta,
                             kl_estimator=kl_estimator, entropy_coef=entropy_coef, loss_agg_mode="seq_mean_token_mean",
                             num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import torch
 
+from rlx.algos.base import Aggregated
 from rlx.algos.group import ScaledGroup
 from rlx.algos.surrogate import (
     ClipOptions,
     ClippedRatio,
     Regularized,
     add_regularizers,
-    check_agg,
     clipped_surrogate,
 )
 from rlx.ops import group_normalize
@@ -56,15 +56,10 @@ def grpo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_l
 
 
 @dataclass(frozen=True, kw_only=True)
-class ClippedGroupLoss(ClippedRatio, ClipOptions, Regularized):
+class ClippedGroupLoss(Aggregated, ClippedRatio, ClipOptions, Regularized):
     """GRPO's clipped token-level surrogate plus its regularizers, for the group algorithms that share it
     (GRPO, TTRL, DAPO, Dr. GRPO)."""
 
-    loss_agg_mode: str
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_agg(self.loss_agg_mode)
 
     def loss(self, logp, mb):
         return grpo_loss(logp, mb.old_logp, mb.advantages, mb.response_mask, mb.ref_logp, eps_low=self.eps_low,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rlx.algos.base import Aggregated
 from rlx.algos.group import ScaledGroup
 from rlx.algos.gspo import sequence_log_ratio
 from rlx.algos.surrogate import (
@@ -27,7 +28,6 @@ from rlx.algos.surrogate import (
     ClippedRatio,
     Regularized,
     add_regularizers,
-    check_agg,
     clipped_surrogate,
 )
 from rlx.ops import kl_penalty, masked_mean
@@ -54,12 +54,7 @@ def gspo_token_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *,
 
 @ALGOS.register("gspo_token")
 @dataclass(frozen=True, kw_only=True)
-class GSPOToken(ClippedRatio, ClipOptions, Regularized, ScaledGroup):
-    loss_agg_mode: str
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_agg(self.loss_agg_mode)
+class GSPOToken(Aggregated, ClippedRatio, ClipOptions, Regularized, ScaledGroup):
 
     def loss(self, logp, mb):
         return gspo_token_loss(logp, mb.old_logp, mb.advantages, mb.response_mask, mb.ref_logp, eps_low=self.eps_low,

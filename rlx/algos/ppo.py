@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlx.algos.base import check, check_choice
+from rlx.algos.base import Aggregated, check, check_choice
 from rlx.algos.kl_control import KLController, kl_penalized_token_rewards, sequence_kl, token_kl
-from rlx.algos.surrogate import ClippedRatio, check_agg, clipped_surrogate
+from rlx.algos.surrogate import ClippedRatio, clipped_surrogate
 from rlx.metrics import explained_variance  # noqa: F401 (re-exported: the critic's metric)
 from rlx.ops import KL_ESTIMATORS, KL_ESTIMATORS_ALL, aggregate, kl_penalty, masked_mean, masked_whiten
 from rlx.registry import ALGOS
@@ -93,7 +93,7 @@ def ppo_policy_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *,
 
 @ALGOS.register("ppo")
 @dataclass(frozen=True, kw_only=True)
-class PPO(ClippedRatio):
+class PPO(Aggregated, ClippedRatio):
     min_group_size = 1
     beta: float                  # β of the KL in the reward (fixed, or the adaptive controller's start)
     kl_ctrl: str                 # fixed | adaptive
@@ -104,7 +104,6 @@ class PPO(ClippedRatio):
     gamma: float
     lam: float
     whiten_advantages: bool
-    loss_agg_mode: str
     critic_init: str             # policy | reward_model (trainers/critic.py)
     critic_path: str | None
     critic_lr: float
@@ -124,7 +123,6 @@ class PPO(ClippedRatio):
         check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS_ALL)
         for key in ("gamma", "lam"):
             check(0 <= getattr(self, key) <= 1, f"algo.{key}={getattr(self, key)}: must be in [0, 1]")
-        check_agg(self.loss_agg_mode)
         check_choice("critic_init", self.critic_init, ("policy", "reward_model"))
         check(self.critic_lr > 0, f"algo.critic_lr={self.critic_lr}: must be > 0")
         check(self.vf_coef >= 0, f"algo.vf_coef={self.vf_coef}: must be >= 0")

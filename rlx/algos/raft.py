@@ -16,9 +16,8 @@ from typing import ClassVar
 
 import torch
 
-from rlx.algos.base import PolicyAlgorithm
+from rlx.algos.base import Aggregated, PolicyAlgorithm
 from rlx.algos.reinforce import per_token
-from rlx.algos.surrogate import check_agg
 from rlx.ops import aggregate
 from rlx.registry import ALGOS
 
@@ -48,14 +47,9 @@ def raft_loss(logp, response_mask, loss_agg_mode="token_mean", num_tokens=None, 
 
 @ALGOS.register("raft")
 @dataclass(frozen=True, kw_only=True)
-class RAFT(PolicyAlgorithm):
+class RAFT(Aggregated, PolicyAlgorithm):
     min_reward: float
-    loss_agg_mode: str
     keep_ties: ClassVar[bool] = False
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_agg(self.loss_agg_mode)
 
     def keep(self, rewards: torch.Tensor) -> torch.Tensor:
         """Groups with at least one sample to train on (best reward ≥ min_reward)."""

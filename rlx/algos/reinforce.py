@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlx.algos.base import check, check_choice
+from rlx.algos.base import Aggregated, check, check_choice
 from rlx.algos.kl_control import KLController, sequence_kl, token_kl
-from rlx.algos.surrogate import ClippedRatio, KLInLoss, check_agg, clipped_surrogate, kl_loss
+from rlx.algos.surrogate import ClippedRatio, KLInLoss, clipped_surrogate, kl_loss
 from rlx.ops import KL_ESTIMATORS
 from rlx.registry import ALGOS
 
@@ -61,15 +61,10 @@ def reinforce_advantages(rewards: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True, kw_only=True)
-class PolicyGradient(ClippedRatio, KLInLoss):
+class PolicyGradient(Aggregated, ClippedRatio, KLInLoss):
     """The REINFORCE family: ``estimate``'s advantages (on the KL-penalised reward with ``KLInReward``), then
     ``pg_loss``."""
 
-    loss_agg_mode: str
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_agg(self.loss_agg_mode)
 
     def reward_kl(self, batch) -> tuple[torch.Tensor | None, float, dict]:
         """(KL_t [N, T] or None, β, metrics) of the KL in the reward. Default: none."""

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlx.algos.base import Algorithm, check
-from rlx.algos.surrogate import check_agg
+from rlx.algos.base import Aggregated, check
 from rlx.ops import aggregate
 from rlx.registry import ALGOS
 
@@ -20,18 +19,16 @@ def sft_loss(logp, response_mask, loss_agg_mode="token_mean", **norm):
 
 @ALGOS.register("sft")
 @dataclass(frozen=True, kw_only=True)
-class SFT(Algorithm):
+class SFT(Aggregated):
     """``algo=sft``: the ``sft`` trainer's batches of ``batch_size`` records; it stops early once the dev set's
     accuracy reaches ``dev_target`` (checked every ``check_every`` steps; 0 = never)."""
 
     dev_target: float
     check_every: int
-    loss_agg_mode: str
     batch_size: int
     trainer = "sft"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_agg(self.loss_agg_mode)
         check(self.batch_size >= 1, f"algo.batch_size={self.batch_size}: must be >= 1")
         check(self.check_every >= 0, f"algo.check_every={self.check_every}: must be >= 0")

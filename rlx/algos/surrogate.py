@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from rlx.algos.base import PolicyAlgorithm, check, check_choice
-from rlx.ops import AGG_MODES, KL_ESTIMATORS_ALL, aggregate, kl_penalty, masked_mean
+from rlx.ops import KL_ESTIMATORS_ALL, aggregate, kl_penalty, masked_mean
 
 CLIP_MODES = ("standard", "stop_gradient")
 
@@ -61,16 +61,21 @@ def clipped_surrogate(logp, old_logp, advantages, response_mask, *, eps_low: flo
                      max_len=max_len)
     with torch.no_grad():
         valid_ratio = ratio.masked_fill(~response_mask, 1.0)
-        metrics = {
-            "policy/clip_frac_high": masked_mean(high.float(), response_mask),
-            "policy/clip_frac_low": masked_mean(low.float(), response_mask),
-            "policy/clip_frac": masked_mean((high | low | dual).float(), response_mask),
-            "policy/ratio_max": valid_ratio.max(),
-            "policy/ratio_min": valid_ratio.min(),
-            "policy/kl_old": masked_mean(kl_penalty(old_logp, logp, "k3"), response_mask),
-            "loss/policy": loss.detach(),
-        }
+        metrics = clip_metrics(high, low, response_mask, valid_ratio, logp, old_logp, loss, dual=dual)
     return loss, metrics
+
+
+def clip_metrics(high, low, response_mask, ratios, logp, old_logp, loss, dual=None) -> dict:
+    """The clipping vocabulary: fractions of valid tokens whose clipped branch is active above (``high``) and below
+    (``low``) the trust region (``clip_frac`` also counts ``dual``-clipped ones), the extremes of ``ratios`` (the
+    ratios of the valid tokens or responses), ``kl_old`` (k3 KL(π_old‖π_θ) on the sampled tokens) and the loss."""
+    clipped = high | low if dual is None else high | low | dual
+    return {"policy/clip_frac_high": masked_mean(high.float(), response_mask),
+            "policy/clip_frac_low": masked_mean(low.float(), response_mask),
+            "policy/clip_frac": masked_mean(clipped.float(), response_mask),
+            "policy/ratio_max": ratios.max(), "policy/ratio_min": ratios.min(),
+            "policy/kl_old": masked_mean(kl_penalty(old_logp, logp, "k3"), response_mask),
+            "loss/policy": loss.detach()}
 
 
 def kl_loss(logp, ref_logp, response_mask, *, beta: float, estimator: str, loss_agg_mode: str,
@@ -189,7 +194,3 @@ class Regularized(KLInLoss):
     @property
     def regularizer_options(self) -> dict:
         return dict(beta=self.beta, kl_estimator=self.kl_estimator, entropy_coef=self.entropy_coef)
-
-
-def check_agg(mode: str) -> None:
-    check_choice("loss_agg_mode", mode, AGG_MODES)
