@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 from conftest import FAST, algo_batch, loss_inputs, read_metrics, run_cli
-from rlx.algos.surrogate import clipped_surrogate, entropy_bonus
 
 import rlx
 from rlx.algos.cispo import cispo_loss
@@ -16,6 +15,7 @@ from rlx.algos.gmpo import gmpo_loss
 from rlx.algos.grpo import grpo_advantages, grpo_loss
 from rlx.algos.gspo import gspo_loss
 from rlx.algos.gspo_token import gspo_token_loss
+from rlx.algos.surrogate import clipped_surrogate, entropy_bonus
 from rlx.ops import kl_penalty
 from rlx.rewards.length import soft_overlong_punishment as overlong_penalty
 

@@ -3,9 +3,11 @@ W&B offline run read back from its own log file, an unreachable tracking URI, an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shlex
 import signal
 import socket
 import struct
@@ -39,17 +41,16 @@ def get_json(url: str, **query) -> dict:
         return json.loads(r.read())
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """`mlflow server` in its own process group (setsid), stopped by the group id in a finally."""
-    root = tmp_path_factory.mktemp("mlflow_server")
+@contextlib.contextmanager
+def serve(mlflow_args: list[str], root: Path):
+    """``python -m mlflow <args> --host 127.0.0.1 --port <free>`` in its own process group (setsid), until
+    /health answers; yields the URL; stopped by the group id in a finally."""
     port = free_port()
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
     log = open(root / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", *mlflow_args, "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                            cwd=root)   # mlflow's relative defaults (./mlartifacts) land there, not in the repo
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -62,7 +63,7 @@ def mlflow_server(tmp_path_factory):
                 pass
             assert proc.poll() is None and time.time() < deadline, (root / "server.log").read_text()[-3000:]
             time.sleep(0.5)
-        yield url, root
+        yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -71,6 +72,15 @@ def mlflow_server(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 with a SQLite store and proxied artifacts."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    with serve(["server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination", str(root / "artifacts")], root) as url:
+        yield url, root
 
 
 @pytest.fixture(scope="module")
@@ -258,3 +268,106 @@ def test_compare_reads_an_mlflow_experiment(mlflow_server, server_run, tmp_path)
     compare.build_report(runs, tmp_path)
     assert (tmp_path / "report.html").exists() and (tmp_path / "report.png").stat().st_size > 10_000
 
+
+
+# ---------------------------------------------------------------- where each tracker wrote
+
+
+@pytest.mark.slow
+def test_each_tracker_says_where_it_wrote_on_stderr_and_in_console_log(mlflow_server, server_run):
+    url, _ = mlflow_server
+    run_dir, proc = server_run
+    info = json.loads((run_dir / "mlflow_run.json").read_text())
+    run_id, exp_id = info["run_id"], info["experiment_id"]
+    [offline] = (run_dir / "wandb").glob("offline-run-*")
+    lines = [f"[rlx] mlflow: run {run_id} in experiment 'rlx-test' (id {exp_id}); "
+             f"view: {url}/#/experiments/{exp_id}/runs/{run_id}",
+             f"[rlx] wandb: offline run in {offline}; upload: wandb sync {offline}"]
+    log = (run_dir / "console.log").read_text().splitlines()
+    for line in lines:
+        assert proc.stderr.splitlines().count(line) == 1 and log.count(line) == 1, (line, proc.stderr[-3000:])
+    assert get_json(f"{url}/api/2.0/mlflow/runs/get", run_id=run_id)["run"]["info"]["experiment_id"] == exp_id
+
+
+def rlx_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith("[rlx]")]
+
+
+def _tracked(cfg, run_dir: Path):
+    """A tracked run without training: start the trackers, log a step, close, upload, finish."""
+    from rlx.track import Trackers
+
+    run_dir.mkdir(exist_ok=True)
+    trackers = Trackers(cfg, run_dir)
+    trackers.log({"reward/mean": 0.5}, 1)
+    trackers.close()
+    (run_dir / "summary.json").write_text(json.dumps({"final": {"eval/x/accuracy": 0.5}}))
+    trackers.log_artifacts(run_dir, {"final": {"eval/x/accuracy": 0.5}})
+
+
+def test_a_local_mlflow_store_prints_the_mlflow_ui_command_that_serves_the_run(tmp_path, capsys):
+    db = tmp_path / "m.db"
+    _tracked(rlx.compose(["tracker=mlflow", f"tracker.mlflow.tracking_uri=sqlite:///{db}"]), tmp_path / "run")
+    info = json.loads((tmp_path / "run" / "mlflow_run.json").read_text())
+    line = (f"[rlx] mlflow: run {info['run_id']} in experiment 'default' (id {info['experiment_id']}); "
+            f"view: mlflow ui --backend-store-uri sqlite:///{db}")
+    assert rlx_lines(capsys.readouterr().err) == [line]                  # (mlflow logs its own lines too)
+    assert (tmp_path / "run" / "console.log").read_text().splitlines() == [line]
+    # the command as printed (plus a port) serves this run
+    args = shlex.split(line.split("view: ", 1)[1])
+    assert args[:2] == ["mlflow", "ui"]
+    with serve(args[1:], tmp_path) as url:
+        run = get_json(f"{url}/api/2.0/mlflow/runs/get", run_id=info["run_id"])["run"]
+    assert run["info"]["status"] == "FINISHED"
+    assert [(m["key"], m["value"]) for m in run["data"]["metrics"]] == [("reward/mean", 0.5)]
+
+
+def test_a_file_store_and_relative_paths_are_named_so_mlflow_ui_opens_them_from_anywhere(tmp_path, monkeypatch,
+                                                                                        capsys):
+    from mlflow.tracking import MlflowClient
+
+    from rlx.track.mlflow import local_store, view_line
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")    # mlflow 3 refuses a file store without it
+    _tracked(rlx.compose(["tracker=mlflow", "tracker.mlflow.tracking_uri=mlruns"]), tmp_path / "run")
+    run_id = json.loads((tmp_path / "run" / "mlflow_run.json").read_text())["run_id"]
+    store = (tmp_path / "mlruns").as_uri()
+    [line] = rlx_lines(capsys.readouterr().err)
+    assert line.startswith(f"[rlx] mlflow: run {run_id} in experiment 'default'")
+    assert line.endswith(f"; view: MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {store}")
+    assert MlflowClient(tracking_uri=store).get_run(run_id).info.status == "FINISHED"
+    assert local_store("sqlite:///rel/m.db") == f"sqlite:///{tmp_path}/rel/m.db"
+    assert local_store("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
+    assert local_store("databricks") is None and local_store("https://mlflow.example.com") is None
+    assert view_line("https://u:pw@mlflow.example.com/", "g", "3", "r1") == \
+        "[rlx] mlflow: run r1 in experiment 'g' (id 3); view: https://***@mlflow.example.com/#/experiments/3/runs/r1"
+    assert view_line("databricks", "g", "3", "r1") == "[rlx] mlflow: run r1 in experiment 'g' (id 3) at databricks"
+    spaced = view_line(f"sqlite:///{tmp_path}/a b/m.db", "g", "3", "r1")
+    assert shlex.split(spaced.split("view: ")[1])[-1] == f"sqlite:///{tmp_path}/a b/m.db"   # quoted for the shell
+
+
+def test_a_wandb_offline_run_prints_its_dir_and_the_sync_command(tmp_path, capsys):
+    _tracked(rlx.compose(["tracker=wandb"]), tmp_path)
+    [offline] = (tmp_path / "wandb").glob("offline-run-*")
+    line = f"[rlx] wandb: offline run in {offline}; upload: wandb sync {offline}"
+    assert rlx_lines(capsys.readouterr().err) == [line]
+    assert (tmp_path / "console.log").read_text().splitlines() == [line]
+    # `wandb sync <dir>` takes that dir (--dry-run: what it would upload, without the network)
+    args = shlex.split(line.split("upload: ", 1)[1])
+    wandb_cli = str(Path(sys.executable).with_name("wandb"))
+    out = subprocess.run([wandb_cli, *args[1:2], "--dry-run", *args[2:]], capture_output=True, text=True, timeout=120)
+    run_id = offline.name.rsplit("-", 1)[1]
+    assert out.returncode == 0 and run_id in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_an_online_wandb_run_prints_its_url():
+    from types import SimpleNamespace
+
+    from rlx.track.wandb import WandbTracker
+
+    t = WandbTracker.__new__(WandbTracker)
+    t.mode, t.run = "online", SimpleNamespace(offline=False, url="https://wandb.ai/me/rlx/runs/abc123")
+    assert t.where() == "[rlx] wandb: run https://wandb.ai/me/rlx/runs/abc123"
+    t.mode = "disabled"
+    assert t.where().startswith("[rlx] wandb: disabled")

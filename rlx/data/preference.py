@@ -4,8 +4,8 @@ Row formats (as TRL's DPOTrainer / KTOTrainer read them):
 
   paired     {"prompt", "chosen", "rejected"}: strings, or chat message lists ([{"role", "content"}, ...]);
              without "prompt" the prompt is the common prefix of chosen and rejected (TRL's implicit prompt);
-             optional "score_chosen" / "score_rejected" (e.g. UltraFeedback) become the pair's scores
-             (ODPO's offset), else the scores are 1 and 0.
+             optional "score_chosen" / "score_rejected" (e.g. UltraFeedback: numbers, or strings of
+             numbers) become the pair's scores (ODPO's offset), else the scores are 1 and 0.
   unpaired   {"prompt", "completion", "label"} with label true = desirable (KTO).
 
 Sources (``data.path``): ``.jsonl``, ``.jsonl.gz``, ``.json``, ``.parquet``, or a dataset id loaded with
@@ -13,7 +13,8 @@ Sources (``data.path``): ``.jsonl``, ``.jsonl.gz``, ``.json``, ``.parquet``, or 
 
 Tokenisation (``tokenize_example``) follows TRL: chat-message rows go through the tokenizer's chat template
 (prompt with the generation prompt; prompt + response in full, the response being the part after their
-common token prefix); string rows get EOS appended to each response. A bad row (missing field, wrong type,
+common token prefix); string rows get EOS appended to each response. A bad row (missing field, wrong type
+(counted as ``wrong type``: a field neither a string nor chat messages, a score that is not a number),
 empty response, prompt over ``max_prompt_tokens``) raises ``BadRowError`` naming the file and line (row),
 or, with ``bad_rows: drop`` / ``long_prompts: drop``, is dropped and counted (``dropped``, printed at start).
 ``long_prompts: truncate`` keeps the prompt's last ``max_prompt_tokens`` tokens (TRL's keep_end).
@@ -22,9 +23,10 @@ Responses longer than ``max_response_tokens`` are cut to it (without EOS), as TR
 
 from __future__ import annotations
 
+import math
 import random
 
-from rlx.data.rows import BadRow, BadRowError, DropLog, read_rows  # noqa: F401 (re-exported)
+from rlx.data.rows import BadRow, BadRowError, DropLog, WrongType, read_rows  # noqa: F401 (re-exported)
 from rlx.registry import DATA
 
 # ---------------------------------------------------------------- parsing
@@ -47,7 +49,23 @@ def _text_or_messages(row: dict, key: str):
         if key != "prompt" and not any(str(m["content"]).strip() for m in v):
             raise BadRow(f"empty '{key}'", "empty response")
         return v
-    raise BadRow(f"'{key}' must be a string or a list of chat messages, got {type(v).__name__}")
+    raise WrongType(key, v, "a string or a list of chat messages")
+
+
+def _score(row: dict, key: str, default: float) -> float:
+    """``score_chosen`` / ``score_rejected``: a number (or a string that is one), finite; absent = ``default``."""
+    if key not in row:
+        return default
+    v = row[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise WrongType(key, v, "a number")
+    try:
+        x = float(v)
+    except ValueError:
+        raise WrongType(key, v, "a number") from None
+    if not math.isfinite(x):
+        raise BadRow(f"'{key}' must be a finite number, got {v!r}", "wrong type")
+    return x
 
 
 def implicit_prompt(chosen, rejected):
@@ -73,14 +91,16 @@ def parse_row(row: dict) -> dict:
             prompt, chosen, rejected = implicit_prompt(chosen, rejected)
             if not prompt or not chosen or not rejected:
                 raise BadRow("no 'prompt', and chosen/rejected share no prefix to take it from")
-        scores = [float(row.get("score_chosen", 1.0)), float(row.get("score_rejected", 0.0))]
+        scores = [_score(row, "score_chosen", 1.0), _score(row, "score_rejected", 0.0)]
         return {"prompt": prompt, "responses": [chosen, rejected], "scores": scores, "chosen": chosen,
                 "rejected": rejected}
     if "completion" in row or "label" in row:
         prompt, completion = _text_or_messages(row, "prompt"), _text_or_messages(row, "completion")
         label = row.get("label")
-        if not isinstance(label, bool) and label not in (0, 1):
-            raise BadRow(f"'label' must be true/false (desirable/undesirable), got {label!r}")
+        if label is None:
+            raise BadRow("missing field 'label'", "missing field")
+        if not isinstance(label, bool) and (not isinstance(label, (int, float)) or label not in (0, 1)):
+            raise WrongType("label", label, "true/false (desirable/undesirable)")
         return {"prompt": prompt, "completion": completion, "label": bool(label), "responses": [completion],
                 "scores": [1.0 if label else 0.0]}
     raise BadRow(f"no preference fields (found {sorted(row)}); expected prompt/chosen/rejected "

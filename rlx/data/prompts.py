@@ -11,7 +11,9 @@ becomes ``answer``; every other field is kept and reaches the reward functions a
 ``prepare(tok)`` (called by the trainer once the tokenizer exists) formats every prompt and applies
 ``max_prompt_tokens``: ``long_prompts`` = error (naming file and line) | drop (counted) | truncate
 (keep the last tokens, where the question ends). A malformed row (missing or wrongly typed field) is
-an error naming file and line, or with ``bad_rows: drop`` dropped and counted.
+an error naming file and line, or with ``bad_rows: drop`` dropped and counted. Types: the prompt is a
+string or chat messages; ``answer`` a string or a number (every reward reads it as text, so a list or
+an object would match no completion and score 0 everywhere; ``wrong type``).
 
 Training order is a pure function of the cursor: position j is row ``perm_e[j mod n]`` of a
 permutation seeded by (seed, epoch e = j div n), so resume is exact and every epoch is reshuffled.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import random
 
 from rlx.data.preference import epoch_position, is_messages
-from rlx.data.rows import BadRow, DropLog
+from rlx.data.rows import BadRow, DropLog, WrongType
 
 
 class PromptData:
@@ -89,15 +91,22 @@ class PromptData:
             raise BadRow(f"missing field '{prompt_field}' (data.prompt_field; row has: {', '.join(raw)})",
                          "missing field")
         p = raw[prompt_field]
-        if not (isinstance(p, str) and p.strip()) and not is_messages(p):
-            raise BadRow(f"'{prompt_field}' must be a non-empty string or a list of chat messages, "
-                         f"got {type(p).__name__}")
+        if isinstance(p, str) and not p.strip():
+            raise BadRow(f"'{prompt_field}' must be a non-empty string or a list of chat messages, got an "
+                         "empty string", "empty prompt")
+        if not isinstance(p, str) and not is_messages(p):
+            raise WrongType(prompt_field, p, "a non-empty string or a list of chat messages")
         rec = {k: v for k, v in raw.items() if k not in (prompt_field, answer_field)}
         if answer_field:
             if answer_field not in raw or raw[answer_field] is None:
                 raise BadRow(f"missing field '{answer_field}' (data.answer_field; row has: {', '.join(raw)})",
                              "missing field")
-            rec["answer"] = raw[answer_field]
+            a = raw[answer_field]
+            if isinstance(a, bool) or not isinstance(a, (str, int, float)):
+                # the rewards read the answer as text (str(answer)): a list or object never matches
+                raise WrongType(answer_field, a, "a string or a number (data.answer_field: the rewards compare "
+                                "it as text; a field of any other name reaches reward functions as it is)")
+            rec["answer"] = a
         return {"where": where, "raw_prompt": p, "record": rec}
 
     def _bad(self, where: str, err: BadRow) -> None:

@@ -3,8 +3,9 @@
 ``read_rows`` reads ``.jsonl`` / ``.jsonl.gz`` / ``.json`` / ``.parquet`` or a dataset id. JSON lines are split
 on ``\\n`` only (``\\r\\n`` tolerated), so a raw U+2028 or U+0085 inside a string stays in its row and line
 numbers stay right; bytes that are not UTF-8 are an error naming ``file:line:column``; a line that is not
-valid JSON becomes a bad row, like a missing field: an error naming ``file:line``, or with
-``data.bad_rows=drop`` dropped and counted (``drop`` keeps the first reasons, to say why when all go).
+valid JSON becomes a bad row, like a missing field or a field of the wrong type (``WrongType``: the
+field, the type it has and the type expected): an error naming ``file:line``, or with
+``data.bad_rows=drop`` dropped and counted by kind (``drop`` keeps the first reasons, to say why when all go).
 """
 
 from __future__ import annotations
@@ -26,6 +27,26 @@ class BadRow(Exception):
     def __init__(self, reason: str, tag: str = "malformed", key: str = "bad_rows"):
         super().__init__(reason)
         self.tag, self.key = tag, key
+
+
+def json_type(value) -> str:
+    """A value's type as the row's JSON says it (``a string``, ``a list``, ``null``, ...)."""
+    for kind, name in ((type(None), "null"), (bool, "a boolean"), (int, "an integer"), (float, "a number"),
+                       (str, "a string"), ((list, tuple), "a list"), (dict, "an object")):
+        if isinstance(value, kind):
+            return name
+    return f"a {type(value).__name__}"
+
+
+class WrongType(BadRow):
+    """A field whose value has the wrong type: names the field, the type it has (and the value, cut short)
+    and the type expected. Counted as ``wrong type`` when dropped."""
+
+    def __init__(self, field: str, value, expected: str):
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        super().__init__(f"'{field}' must be {expected}, got {json_type(value)} ({shown})", "wrong type")
+        self.field, self.value = field, value
 
 
 class DropLog:

@@ -1,16 +1,17 @@
 """Trackers: ``log(metrics, step)``, ``log_config(cfg)``, ``close()``. metrics.jsonl is always on and is
 the run's ground truth; other backends are best-effort mirrors: a failing one is reported once and
-disabled, and training goes on."""
+disabled, and training goes on. A backend with ``where()`` says at start, in one line, where it writes
+and how to view or upload it; that line and the failure lines go to stderr and ``<run dir>/console.log``."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 from rlx.registry import TRACKERS
+from rlx.runtime.console import echo
 from rlx.track.meta import redact
 
 
@@ -59,8 +60,9 @@ class JsonlTracker:
 class GuardedTracker:
     """Wraps a backend: its first failure is reported once and the backend is disabled."""
 
-    def __init__(self, name: str, backend):
+    def __init__(self, name: str, backend, log=None):
         self.name, self.backend, self.failed = name, backend, False
+        self.say = log or (lambda msg: echo(None, msg))   # stderr
 
     def _call(self, method: str, *args) -> None:
         if self.failed:
@@ -69,8 +71,8 @@ class GuardedTracker:
             getattr(self.backend, method)(*args)
         except Exception as e:  # a tracker outage must not take the run down
             self.failed = True
-            print(f"[rlx] tracker '{self.name}' failed in {method}: {type(e).__name__}: {redact(str(e))}; "
-                  "disabled for this run", file=sys.stderr)
+            self.say(f"[rlx] tracker '{self.name}' failed in {method}: {type(e).__name__}: {redact(str(e))}; "
+                     "disabled for this run")
 
     def log(self, metrics, step):
         self._call("log", metrics, step)
@@ -103,17 +105,27 @@ class NullTrackers:
 
 
 class Trackers:
-    """The jsonl file plus every configured backend, each guarded."""
+    """The jsonl file plus every configured backend, each guarded. ``log`` prints one line (default: to
+    stderr and ``<run dir>/console.log``)."""
 
-    def __init__(self, cfg, run_dir: Path, truncate_after: int | None = None):
+    def __init__(self, cfg, run_dir: Path, truncate_after: int | None = None, log=None):
         self.jsonl = JsonlTracker(run_dir, truncate_after)
+        self.say = log or (lambda msg: echo(run_dir, msg))
         self.backends = []
         for name in cfg.tracker.backends:
             try:
-                self.backends.append(GuardedTracker(name, TRACKERS.get(name)(cfg, run_dir)))
+                backend = TRACKERS.get(name)(cfg, run_dir)
             except Exception as e:
-                print(f"[rlx] tracker '{name}' could not start: {type(e).__name__}: {redact(str(e))}; "
-                      "continuing without it", file=sys.stderr)
+                self.say(f"[rlx] tracker '{name}' could not start: {type(e).__name__}: {redact(str(e))}; "
+                         "continuing without it")
+                continue
+            self.backends.append(GuardedTracker(name, backend, self.say))
+            try:
+                where = backend.where() if hasattr(backend, "where") else None
+            except Exception as e:   # saying where must not stop the backend
+                where = f"[rlx] tracker '{name}': cannot say where it writes ({type(e).__name__}: {redact(str(e))})"
+            if where:
+                self.say(where)
 
     def log(self, metrics: dict, step: int) -> None:
         self.jsonl.log(metrics, step)

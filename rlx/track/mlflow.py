@@ -10,6 +10,8 @@ instead of after mlflow's default retries (7 × 120 s); later requests are cappe
 The experiment is the run's group (the sweep, or ``default``); the run carries tags algo, model,
 data, seed, config_hash, sweep; the resolved config flattened as params; at the end the resolved
 config, ``summary.json`` and ``run_info.json`` as artifacts (redacted: ``rlx.track.meta``).
+At start one line says where the run is (``view_line``): store, experiment and run id, and how to
+see it: ``mlflow ui --backend-store-uri <store>`` for a local store, the run's page on a server.
 Credentials belong in ``MLFLOW_TRACKING_TOKEN`` / ``_USERNAME`` / ``_PASSWORD``, never in the URI.
 """
 
@@ -19,6 +21,7 @@ import atexit
 import json
 import os
 import re
+import shlex
 import sys
 import time
 import urllib.request
@@ -51,6 +54,33 @@ def artifact_location(c, uri: str) -> str | None:
     if uri.startswith("sqlite:///"):
         return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
     return None  # a server's own default (proxied artifacts)
+
+
+def local_store(uri: str) -> str | None:
+    """The store URI ``mlflow ui`` can open from any directory (relative paths made absolute), or None
+    when the store is not local (a server, Databricks)."""
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):]
+        return uri if path.startswith("/") else f"sqlite:///{Path(path).resolve()}"
+    if uri.startswith("file:"):
+        return uri
+    if "://" not in uri and not uri.startswith("databricks"):
+        return Path(uri).resolve().as_uri()   # a plain path: mlflow's file store
+    if uri.split(":", 1)[0].split("+")[0] in ("postgresql", "mysql", "mssql"):
+        return uri   # a database store: `mlflow ui` opens it too (credentials masked in what is printed)
+    return None
+
+
+def view_line(uri: str, experiment: str, exp_id: str, run_id: str) -> str:
+    """One line: which run, where, and how to view it (credentials masked)."""
+    head = f"[rlx] mlflow: run {run_id} in experiment '{experiment}' (id {exp_id})"
+    if uri.startswith(("http://", "https://")):
+        return f"{head}; view: {meta.redact(uri).rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
+    store = local_store(uri)
+    if store is None:
+        return f"{head} at {meta.redact(uri)}"
+    env = "MLFLOW_ALLOW_FILE_STORE=true " if store.startswith("file:") else ""   # mlflow 3 refuses it otherwise
+    return f"{head}; view: {env}mlflow ui --backend-store-uri {shlex.quote(meta.redact(store))}"
 
 
 def probe(uri: str, timeout_s: float) -> None:
@@ -91,10 +121,14 @@ class MlflowTracker:
         exp_id = get_or_create_experiment(self.client, self.group, artifact_location(c, uri))
         run = self.client.create_run(exp_id, run_name=meta.run_name(cfg, run_dir), tags=meta.tags(cfg))
         self.run_id, self.done = run.info.run_id, False
+        self.view = view_line(uri, self.group, exp_id, self.run_id)
         (Path(run_dir) / "mlflow_run.json").write_text(json.dumps(
             {"tracking_uri": meta.redact(uri), "experiment": self.group, "experiment_id": exp_id,
              "run_id": self.run_id}, indent=1))
         atexit.register(self._finish_quietly)  # if log_artifacts is never called (the API path)
+
+    def where(self) -> str:
+        return self.view
 
     def log(self, metrics: dict, step: int) -> None:
         from mlflow.entities import Metric

@@ -9,18 +9,22 @@ docs/reliability.md §1) falls back to offline with one warning; ``finish`` is c
 
 Group = the sweep (or ``default``); tags algo, model, data, seed, config hash; the resolved config
 flattened as the run config; at the end the resolved config, ``summary.json`` and ``run_info.json``
-as run files (redacted: ``rlx.track.meta``). The console is not captured.
+as run files (redacted: ``rlx.track.meta``). The console is not captured (rlx writes its own lines to
+``<run dir>/console.log``). At start one line says where the run is: the offline run dir and the
+``wandb sync <dir>`` that uploads it, or the online run's URL.
 """
 
 from __future__ import annotations
 
 import netrc
 import os
+import shlex
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 from rlx.registry import TRACKERS
+from rlx.runtime.console import echo
 from rlx.track import meta
 
 
@@ -59,17 +63,26 @@ class WandbTracker:
                            config=meta.flat_params(cfg), dir=str(root))
         self.settings = dict(init_timeout=float(c.init_timeout_s), finish_timeout=float(c.finish_timeout_s),
                              console="off", silent=True)
-        mode = choose_mode(str(c.mode))
+        self.mode = choose_mode(str(c.mode))
         try:
-            self.run = self._init(mode)
+            self.run = self._init(self.mode)
         except Exception as e:
-            if mode != "online":
+            if self.mode != "online":
                 raise
             reason = (meta.redact(str(e)).splitlines() or [""])[0]
-            print(f"[rlx] tracker 'wandb': online init failed ({type(e).__name__}: {reason}); "
-                  "logging offline instead (wandb sync uploads it later)", file=sys.stderr)
-            self.run = self._init("offline")
+            echo(run_dir, f"[rlx] tracker 'wandb': online init failed ({type(e).__name__}: {reason}); "
+                          "logging offline instead (wandb sync uploads it later)")
+            self.mode, self.run = "offline", self._init("offline")
         self.done = False
+
+    def where(self) -> str:
+        """The offline run dir and the command that uploads it, or the online run's page."""
+        if self.mode == "disabled":
+            return "[rlx] wandb: disabled (tracker.wandb.mode / WANDB_MODE); nothing is recorded"
+        if self.mode == "offline" or getattr(self.run, "offline", False):
+            sync = Path(self.run.settings.sync_dir).resolve()
+            return f"[rlx] wandb: offline run in {sync}; upload: wandb sync {shlex.quote(str(sync))}"
+        return f"[rlx] wandb: run {meta.redact(str(self.run.url))}"
 
     def _init(self, mode: str):
         return self.wandb.init(mode=mode, settings=self.wandb.Settings(**self.settings), **self.kwargs)

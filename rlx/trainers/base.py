@@ -51,7 +51,7 @@ class Trainer:
         from rlx.runtime.console import Console
 
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.console = console or Console(cfg)
+        self.console = (console or Console(cfg)).attach(self.run_dir)   # its lines also go to <run dir>/console.log
         self.ckpt = Checkpointer(self.run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints)
         # resume=true with checkpoints of which none is complete fails here, before anything loads
         self.resume_from = self.ckpt.resume_point() if cfg.trainer.resume else None
