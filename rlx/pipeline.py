@@ -14,12 +14,26 @@ data's eval prompts greedily and the pipeline's own ``reward`` scores them, ever
 (for RLHF on ``arithmetic_pref``: the reward model's score, which PPO optimised, next to the hidden
 rule's true score, which it was meant to improve). ``summary.json`` holds every stage's summary and
 that table.
+
+Resume (``trainer.resume=true hydra.run.dir=<the pipeline's dir>``): a stage whose ``summary.json`` says
+it finished (no ``interrupted`` key) is skipped and its summary reused; the first other stage that has
+started (``metrics.jsonl`` or ``checkpoints/`` in its dir) continues from its newest checkpoint
+(``trainer.resume=true`` for that stage only); the stages after it run fresh (a stale dir of theirs is
+removed: they start from the stage that runs again). The comparison is computed as in an uninterrupted
+run, so the final metrics are the same. SIGTERM / Ctrl-C while a stage trains: that stage checkpoints at
+the step boundary and writes its summary marked interrupted (rlx/trainers/base.py); at any other moment
+(a stage loading, exporting its model, the comparison) the pipeline stops at once. Either way the
+pipeline's ``summary.json`` says ``"interrupted"`` and which stage, and it exits 143 / 130
+(docs/reliability.md "Pipeline resume").
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
+import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -41,6 +55,7 @@ class PipelineTrainer:
         self.data = build("data", cfg.data)
         self.trackers = NullTrackers()
         self.stages = {name: self.stage_config(name, st) for name, st in cfg.pipeline.stages.items()}
+        self._rerun = False   # a stage has run in this invocation (under resume, the later ones start over)
 
     def stage_config(self, name: str, st):
         """The checked config of one stage: its overrides, the shared groups, the paths it starts from."""
@@ -71,16 +86,25 @@ class PipelineTrainer:
 
     # ------------------------------------------------------------------ the runs
     def fit(self) -> dict:
-        from rlx.runner import run
-
         t0, out = time.perf_counter(), {"algo": "pipeline", "stages": {}}
-        for name, c in self.stages.items():
-            self.console.print(f"[rlx] pipeline stage '{name}': algo={c.algo.name}, {c.trainer.steps} steps "
-                               f"-> {self.run_dir / name}")
-            t = time.perf_counter()
-            out["stages"][name] = run(c, self.run_dir / name)
-            out["stages"][name]["stage_wall_s"] = round(time.perf_counter() - t, 1)
-        out["compare"] = self.compare()
+        # a stage's trainer puts its own handler in place while it trains and restores this one after
+        prev = {sig: signal.signal(sig, _raise_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        where = next(iter(self.stages))
+        try:
+            for where, c in self.stages.items():
+                self.run_stage(where, c, out["stages"])
+            where = "compare"
+            out["compare"] = self.compare()
+        except (Signalled, SystemExit) as e:
+            code = e.code if isinstance(e, SystemExit) else 128 + e.signum
+            if code not in (130, 143):
+                raise
+            for sig in prev:   # a second signal does not cut the summary short
+                signal.signal(sig, signal.SIG_IGN)
+            self.interrupted(out, where, code)
+        finally:
+            for sig, handler in prev.items():
+                signal.signal(sig, handler)
         out["examples"] = self.examples
         out["wall_s"] = round(time.perf_counter() - t0, 1)
         out["steps"] = sum(s["steps"] for s in out["stages"].values())
@@ -89,6 +113,43 @@ class PipelineTrainer:
         out["final"] = {f"compare/{k}": v for k, v in out["compare"][last].items()}
         self.console.print(self.table(out))
         return out
+
+    def run_stage(self, name: str, c, stages: dict) -> None:
+        """Run stage ``name`` into ``stages[name]``; under ``trainer.resume=true`` skip it when it finished,
+        continue it when it started, and once a stage runs again the later ones start over."""
+        from rlx.runner import run
+
+        d, state = self.run_dir / name, "new"
+        if self.cfg.trainer.resume:
+            done, state = stage_state(d)
+            if done is not None and not self._rerun:
+                self.console.print(f"[rlx] pipeline stage '{name}': finished in an earlier run, skipped ({d})")
+                stages[name] = {**done, "stage_wall_s": 0.0, "reused": True}
+                return
+            if state != "new" and self._rerun:   # it started from a stage that runs again now: stale
+                self.console.print(f"[rlx] pipeline stage '{name}': removing {d} (it started from a stage that "
+                                   "runs again); it starts over")
+                shutil.rmtree(d)
+                state = "new"
+            self._rerun = True
+        c.trainer.resume = state == "started"
+        how = "continues from its newest checkpoint" if c.trainer.resume else f"{c.trainer.steps} steps"
+        self.console.print(f"[rlx] pipeline stage '{name}': algo={c.algo.name}, {how} -> {d}")
+        t = time.perf_counter()
+        stages[name] = run(c, d)
+        stages[name]["stage_wall_s"] = round(time.perf_counter() - t, 1)
+
+    def interrupted(self, out: dict, where: str, code: int):
+        """SIGTERM / Ctrl-C: summary.json marked interrupted (with the stages so far), then exit 143 / 130."""
+        name = "SIGINT" if code == 130 else "SIGTERM"
+        if where != "compare":   # the stage's own summary says how far it got (marked interrupted when it saved)
+            s = self.run_dir / where / "summary.json"
+            out["stages"][where] = _read_json(s) or {"interrupted": name, "steps": 0}
+        summary = {**out, "interrupted": name, "interrupted_in": where, "run_dir": str(self.run_dir)}
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        self.console.print(f"[rlx] pipeline {name} in {'stage ' + repr(where) if where != 'compare' else 'the comparison'}"
+                           f"; continue with trainer.resume=true hydra.run.dir={self.run_dir}; exiting with {code}")
+        raise SystemExit(code)
 
     # ------------------------------------------------------------------ before / after
     def compare(self) -> dict:
@@ -136,8 +197,38 @@ class PipelineTrainer:
             lines.append(f"  {k:<{w + 18}}" + "".join(f"{rows[n][k]:>12.3f}" for n in rows))
         for name, s in out["stages"].items():
             final = ", ".join(f"{k} {v:.3f}" for k, v in s.get("final", {}).items())
-            lines.append(f"  stage {name}: {s['steps']} steps, {s['stage_wall_s']:.0f} s; {final}")
+            when = "finished in an earlier run" if s.get("reused") else f"{s['stage_wall_s']:.0f} s"
+            lines.append(f"  stage {name}: {s['steps']} steps, {when}; {final}")
         return "\n".join(lines)
+
+
+class Signalled(BaseException):
+    """SIGTERM / SIGINT outside a stage's training loop (a BaseException, as KeyboardInterrupt: nothing catches it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signal(signum, frame):
+    raise Signalled(signum)
+
+
+def stage_state(d: Path) -> tuple[dict | None, str]:
+    """(its summary, "finished") when stage dir ``d`` holds a summary.json without ``interrupted``; else
+    (None, "started") when it holds metrics.jsonl or checkpoints/, (None, "new") when neither."""
+    summary = _read_json(d / "summary.json")
+    if summary is not None and not summary.get("interrupted"):
+        return summary, "finished"
+    return None, "started" if (d / "metrics.jsonl").exists() or (d / "checkpoints").exists() else "new"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        out = json.loads(path.read_text())
+    except (OSError, ValueError):   # missing, or cut short by a kill during its write
+        return None
+    return out if isinstance(out, dict) else None
 
 
 def _mean(vals) -> float:

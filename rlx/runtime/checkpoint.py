@@ -10,6 +10,8 @@ skipped (with a message) when loading.
 verifies (older ones are tried in turn), None when no checkpoint was ever finished (the trainer then
 warns loudly and starts at step 0), and a ``ResumeError`` (exit status 2) when finished checkpoints
 exist but none verifies: never a silent start from scratch. ``RLX_FAULT=kill_in_save@N:<phase>`` (rlx/runtime/faults.py) kills the process mid-write.
+A write that fails (a full disk: ``DiskFullError``, rlx/runtime/disk.py) removes its ``.tmp`` directory; the
+finished checkpoints are not touched.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rlx.runtime.disk import DiskFullError, disk_full_error, is_disk_full, tensor_bytes, tree_bytes
 from rlx.runtime.faults import kill_if
 
 REQUIRED = ("model.safetensors", "state.pt")
@@ -79,20 +82,27 @@ class Checkpointer:
 
         final = self.root / f"step_{step:08d}"
         tmp = self.root / f"step_{step:08d}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         weights = weights if weights is not None else model.state_dict()
-        weights = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
-        save_file(_untie(weights), tmp / "model.safetensors")
-        kill_if("kill_in_save", step, "weights")
-        torch.save(state, tmp / "state.pt")
-        kill_if("kill_in_save", step, "state")
-        for f in REQUIRED:
-            _fsync(tmp / f)
-        manifest = {"step": step, "files": {f: _sha(tmp / f) for f in REQUIRED}}
-        (tmp / "manifest.json").write_text(json.dumps(manifest))  # written last: its presence marks completeness
-        _fsync(tmp / "manifest.json")
-        _fsync(tmp)
+        weights = _untie({k: v.detach().contiguous().cpu() for k, v in weights.items()})
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            save_file(weights, tmp / "model.safetensors")
+            kill_if("kill_in_save", step, "weights")
+            with open(tmp / "state.pt", "wb") as fh:   # a file object: a failed write's OSError stays in the chain
+                torch.save(state, fh)
+            kill_if("kill_in_save", step, "state")
+            for f in REQUIRED:
+                _fsync(tmp / f)
+            manifest = {"step": step, "files": {f: _sha(tmp / f) for f in REQUIRED}}
+            (tmp / "manifest.json").write_text(json.dumps(manifest))  # written last: its presence marks completeness
+            _fsync(tmp / "manifest.json")
+            _fsync(tmp)
+        except Exception as e:   # no partial checkpoint is left behind; a full disk becomes one DiskFullError line
+            shutil.rmtree(tmp, ignore_errors=True)
+            if is_disk_full(e):
+                raise self._disk_full(final.name, weights, state) from e
+            raise
         kill_if("kill_in_save", step, "manifest")
         shutil.rmtree(final, ignore_errors=True)  # only an incomplete one of the same step can be there
         os.replace(tmp, final)
@@ -100,6 +110,15 @@ class Checkpointer:
         kill_if("kill_in_save", step, "rename")
         self._prune(step)
         return final
+
+    def _disk_full(self, name: str, weights: dict, state: dict) -> DiskFullError:
+        """The checkpoint's size: the newest complete one's files, else the bytes of the tensors to write."""
+        done = [d for d in self.entries() if not d.name.endswith(".tmp") and (d / "manifest.json").exists()]
+        if done:
+            needed, source = tree_bytes(done[-1]), f"the size of {done[-1].name}"
+        else:
+            needed, source = tensor_bytes(weights) + tensor_bytes(state), "the bytes of its tensors"
+        return disk_full_error(name, self.root, needed, source, done[-1] if done else None)
 
     def entries(self) -> list[Path]:
         """Every checkpoint directory, complete or not, oldest first."""
