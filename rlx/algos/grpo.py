@@ -60,7 +60,6 @@ class ClippedGroupLoss(Aggregated, ClippedRatio, ClipOptions, Regularized):
     """GRPO's clipped token-level surrogate plus its regularizers, for the group algorithms that share it
     (GRPO, TTRL, DAPO, Dr. GRPO)."""
 
-
     def loss(self, logp, mb):
         return grpo_loss(logp, mb.old_logp, mb.advantages, mb.response_mask, mb.ref_logp, eps_low=self.eps_low,
                          eps_high=self.eps_high, loss_agg_mode=self.loss_agg_mode, entropy=mb.entropy,

@@ -118,6 +118,13 @@ def tune_allocator() -> bool:
         return False
 
 
+def all_finite(parameters) -> bool:
+    """Whether every value of every tensor is finite: one reduction per tensor, one host sync. (A norm would
+    overflow to inf on large finite weights.)"""
+    flags = [torch.isfinite(p).all() for p in parameters]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
 def clip_grad_norm(parameters, max_norm: float) -> float:
     """The global gradient norm before clipping (a float); gradients scaled to ``max_norm`` when above it.
 

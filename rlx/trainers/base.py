@@ -102,6 +102,7 @@ class Trainer:
         self._step_bad: str | None = None   # first non-finite quantity of the current step (guard)
         self.first_bad: tuple | None = None  # (quantity, step) that began the current run of bad steps
         self._term = 0   # the signal (SIGTERM, SIGINT) to act on at the end of the step; 0 = none
+        self.weights_bad: str | None = None   # set once an update left non-finite weights: no more checkpoints
         self.should_stop = False  # a subclass may end the run early (e.g. SFT's dev target)
 
     # ------------------------------------------------------------------ hooks for subclasses
@@ -145,6 +146,10 @@ class Trainer:
                 self.step += 1
                 self._step_bad = None
                 metrics = self.train_step()
+                if self._step_bad is None and not speed.all_finite(self.trainable_parameters()):
+                    self._step_bad = self.weights_bad = "weights after the update"   # finite loss, overflowing lr
+                    self.console.print(f"[rlx] step {self.step}: the update left non-finite weights; no checkpoint "
+                                       "is written from now on (the newest one is the last good state)")
                 if self.step == t.steps or self.should_stop or (t.eval_every and self.step % t.eval_every == 0):
                     metrics.update(self.evaluate())
                 metrics["health/skipped_steps"] = float(self.skipped)
@@ -153,7 +158,7 @@ class Trainer:
                 self.record_samples()
                 self.console.update(self.step, metrics)
                 term = self._term   # read once: a signal landing between two reads would exit unsaved
-                if term or (t.save_every and self.step % t.save_every == 0):
+                if (term or (t.save_every and self.step % t.save_every == 0)) and not self.weights_bad:
                     self.save()
                 if term:
                     self._interrupted(term, time.perf_counter() - t0, resumed_from, metrics)
@@ -196,7 +201,8 @@ class Trainer:
         if self.dist.is_main:
             summary = {**self.summary(wall_s, resumed_from, metrics), "interrupted": name, "run_dir": str(self.run_dir)}
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-        self.console.print(f"[rlx] {name}: checkpoint saved at step {self.step} in {self.run_dir}; exiting with {code}")
+        saved = "no checkpoint (non-finite weights)" if self.weights_bad else f"checkpoint saved at step {self.step}"
+        self.console.print(f"[rlx] {name}: {saved} in {self.run_dir}; exiting with {code}")
         raise SystemExit(code)
 
     def summary(self, wall_s: float, resumed_from, last: dict) -> dict:
@@ -226,8 +232,8 @@ class Trainer:
         if self.bad_steps >= self.cfg.trainer.max_bad_steps:
             last = self.ckpt.latest() if self.ckpt.entries() else None
             raise NonFiniteError(
-                f"non-finite {self.first_bad[0]} at step {self.first_bad[1]}, then {self.bad_steps} step(s) in a row "
-                f"with a skipped update (trainer.max_bad_steps={self.cfg.trainer.max_bad_steps}); stopping. "
+                f"non-finite {self.first_bad[0]} at step {self.first_bad[1]}, then {self.bad_steps} bad step(s) in a "
+                f"row (trainer.max_bad_steps={self.cfg.trainer.max_bad_steps}); stopping. "
                 f"Last complete checkpoint: {last or 'none'}")
 
     # ------------------------------------------------------------------ evaluation
