@@ -120,8 +120,10 @@ def test_html_renders_in_headless_chromium(sweep_dir, tmp_path):
     root, html, log = dom(out / "report.html")
     assert 'data-rendered="6"' in root and "data-js-errors" not in root, root
     assert "Uncaught" not in log and ':ERROR:CONSOLE' not in log
-    # a band and a mean line per panel and group that logged it: 4 panels x 2 groups + entropy and KL x grpo
-    assert html.count("<path") == (4 * 2 + 2) * 2
+    # a band and a mean line per panel and group that logged it: 3 panels x 2 groups + entropy and KL x grpo;
+    # the evaluations are points (no eval size in these configs: no error bars)
+    assert html.count("<path") == (3 * 2 + 2) * 2
+    assert html.count('class="evalpt"') == 3 * 2 and 'class="errbar"' not in html
 
     shot = tmp_path / "shot.png"
     subprocess.run(flags + ["--window-size=1300,1000", f"--screenshot={shot}", (out / "report.html").as_uri()],
@@ -197,12 +199,55 @@ def test_dashboard_picker_and_samples_in_headless_chromium(sweep_dir, tmp_path):
     boxes = re.findall(r'<div class="panel" data-key="([^"]+)">(.*?)<div class="tip"', p.stdout, re.S)
     assert [k for k, _ in boxes] == ["reward/mean", "policy/kl_ref"]   # in the URL's order
     kl = dict(boxes)["policy/kl_ref"]
-    assert re.search(r'<div class="nodata">no data for dapo \(not logged, or no samples seen\)</div>', kl), kl
+    assert re.search(r'<div class="nodata">no data for dapo \(not logged: algo.beta = 0, no reference model\)</div>',
+                     kl), kl
     assert '<div class="nodata"></div>' in dict(boxes)["reward/mean"]
     assert ">samples seen</text>" in p.stdout                           # the x-axis label
     ticked = re.findall(r'<input type="checkbox" value="([^"]+)"', p.stdout)
     assert len(ticked) == 6                                               # every logged metric
     assert "<h2 id=\"samples\">Samples</h2>" in p.stdout and "dapo-2-1-a" in p.stdout and "grpo-2-1-a" in p.stdout
+
+
+def test_stats_table_and_axis_switch_in_headless_chromium(sweep_dir, tmp_path):
+    """The statistics tables (CI columns, verdict), a script switching the x-axis to response tokens and
+    ticking "individual seeds": evaluations as points with binomial-SE error bars, the seeds' points,
+    the on-policy note under the clip-fraction panel."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's `chromium` is not installed (.ci/run installs it with apt-get where it can)")
+    runs = [compare.load_run_dir(d) for d in compare.find_run_dirs([sweep_dir])]
+    for r in runs:
+        r.cfg.update({"data.prompts_per_step": 2, "algo.group_size": 4, "data.eval_size": 100,
+                      "trainer.update_epochs": 1, "trainer.mini_batch_size": None})
+    out = tmp_path / "report"
+    compare.build_report(runs, out)
+    page = out / "switched.html"
+    page.write_text((out / "report.html").read_text().replace("</body>", """<script>
+var x = document.getElementById("xaxis"); x.value = "tokens"; x.dispatchEvent(new Event("change"));
+document.getElementById("runs").click();
+</script></body>"""))
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--log-level=0",
+             "--virtual-time-budget=5000", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom"]
+    p = subprocess.run(flags + [page.as_uri()], capture_output=True, text=True, timeout=90)
+    dom = p.stdout
+    root = re.search(r"<html[^>]*>", dom).group(0)
+    assert 'data-rendered="6"' in root and "data-js-errors" not in root, (root, p.stderr[-2000:])
+    # the x-axis choice offers what the runs have (no perf/step_s here: no wall-clock) and was switched
+    assert re.findall(r'<option value="(\w+)"', dom) == ["step", "samples", "tokens"]
+    assert dom.count(">response tokens</text>") == 6
+    # eval: 3 evaluations x 2 groups as points with error bars, and each of the 4 seeds' 3 points with theirs
+    assert dom.count('class="evalpt"') == 6 and dom.count('class="seedpt"') == 12 and dom.count('class="errbar"') == 18
+    clip = re.search(r'<div class="panel" data-key="policy/clip_frac">.*?<div class="nodata">([^<]*)</div>', dom, re.S)
+    assert clip.group(1).startswith("grpo: all 0: the update is strictly on-policy"), clip.group(1)
+    for th in ("<th>95% CI</th>", "<th>eval n</th>", "<th>binomial SE (per run)</th>", "<th>Δ vs grpo</th>",
+               "<th>95% CI of Δ</th>", "<th>p</th>", "<th>verdict</th>"):
+        assert th in dom, th
+    # final accuracy, dapo (0.4, 0.4) vs grpo (0.6, 0.8): Δ = -0.3; resampling 2 seeds gives grpo means 0.6,
+    # 0.7 or 0.8, so the CI of Δ is [-0.4, -0.2]: it excludes 0, but Welch's test (df = 1, t = -0.3 / 0.1 = -3,
+    # p = 1 - (2/π) atan 3 = 0.205) does not reject: not distinguishable, and 2 seeds are warned about
+    row = re.search(r"<tr><td>final eval/arithmetic/accuracy</td><td>dapo</td><td>-0.300</td>(.*?)</tr>", dom).group(1)
+    assert "<td>[-0.400, -0.200]</td><td>-3.00 (1.0)</td><td>0.205</td><td>not distinguishable with 2 seeds</td>" in row
+    assert "warning: grpo: only 2 seeds" in dom
 
 
 @pytest.mark.parametrize("name", ["algo_ablation", "kl_ablation", "pref_ablation", "lr_beta_optuna", "dapo_ablation"])

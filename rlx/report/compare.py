@@ -1,18 +1,22 @@
-"""``python -m rlx.compare <run or sweep dirs...> [--by algo] [--out DIR]``: the comparison dashboard.
+"""``python -m rlx.compare <run or sweep dirs...> [--by algo] [--baseline G] [--json FILE]``: the comparison dashboard.
 
 Also ``python -m rlx.compare --mlflow <tracking uri> --experiment <name>`` (the runs of one MLflow
 experiment, e.g. a sweep's ``algo_ablation@<time>``). Writes into ``--out`` (default: the one dir
 given, else ``outputs/compare``):
 - ``report.html``: self-contained (inline SVG and JavaScript, no network), interactive curves of any
   logged metric (a picker; reward, eval accuracy, entropy, KL to the reference, response length and
-  clip fraction at first) against step, samples seen or wall-clock: per group the mean over its runs
-  (seeds) with a band of ± one standard deviation; then the sampled completions side by side;
+  clip fraction at first) against step, samples seen, response tokens or wall-clock: per group the
+  mean over its runs (seeds) with a band of ± one standard deviation, or each seed; evaluations as
+  points with binomial-SE error bars; a panel says why a group has no signal; the summary and the
+  statistics tables; then the sampled completions side by side;
 - ``report.png``: the first six panels (matplotlib);
-- ``report.md``: the summary table (also in the HTML) and the runs that did not finish.
+- ``report.md``: the summary table, the statistics over seeds (``rlx.report.seedstats``: mean and 95%
+  bootstrap CI per group, difference to the baseline group with its CI, Welch's p and a verdict) and
+  the runs that did not finish; ``--json FILE`` writes the statistics for scripts.
 
 Groups: ``--by`` names config keys, comma-separated (``algo`` means ``algo.name``); ``auto`` (the
 default) picks the fewest keys that tell the runs apart, seed excluded, so seeds share a group.
-"""
+``--baseline``: the group the others are compared with (default: the first)."""
 
 from __future__ import annotations
 
@@ -23,7 +27,10 @@ import statistics
 import sys
 from pathlib import Path
 
+from rlx.report import seedstats
+from rlx.report.axes import x_axes  # noqa: F401 (re-exported)
 from rlx.report.load import Run, find_run_dirs, flatten, load_mlflow, load_run_dir  # noqa: F401 (re-exported)
+from rlx.report.seedstats import FINAL_WINDOW
 
 PANELS = [("reward/mean", "reward"), ("eval/*/accuracy", "eval accuracy"), ("policy/entropy", "entropy (nats/token)"),
           ("policy/kl_ref", "KL to reference"), ("response_length/mean", "response length (tokens)"),
@@ -33,7 +40,6 @@ FALLBACK = [("pref/accuracy", "preference accuracy"), ("pref/margin", "preferenc
             ("loss/total", "loss"), ("score/mean", "score")]
 # Keys never used to tell runs apart (seeds of one arm share a group).
 NOT_GROUPING = ("seed", "tracker.", "hardware.num_threads", "trainer.progress", "trainer.log_every")
-FINAL_WINDOW = 10  # "final" entropy / KL: mean of each run's last 10 logged steps
 
 
 # ----------------------------------------------------------------------------- groups
@@ -86,36 +92,6 @@ def logged_metrics(runs: list[Run]) -> list[str]:
     """Every key some run logged a number for, sorted."""
     return sorted({k for r in runs for row in r.rows for k, v in row.items()
                    if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)})
-
-
-def _per_step(run: Run) -> float | None:
-    """Samples one step of ``run`` trains on: prompts × group size (online), else the batch size."""
-    c = run.cfg
-    if isinstance(c.get("data.prompts_per_step"), int):
-        return float(c["data.prompts_per_step"] * (c.get("algo.group_size") or 1))
-    return float(c["data.batch_size"]) if isinstance(c.get("data.batch_size"), int) else None
-
-
-def x_axes(groups: dict[str, list[Run]]) -> dict:
-    """The HTML's other x-axes, per group {step: x} (mean over its runs): ``samples`` seen after the step
-    (step × samples per step, from the config) and ``wall`` seconds (running sum of ``perf/step_s``)."""
-    out: dict = {"samples": {}, "wall": {}}
-    for label, runs in groups.items():
-        samples, wall = {}, {}
-        for r in runs:
-            per = _per_step(r)
-            for row in r.rows:
-                if per is not None:
-                    samples.setdefault(row["step"], []).append(row["step"] * per)
-            acc = 0.0
-            for row in r.rows:
-                acc += row.get("perf/step_s", 0.0) if isinstance(row.get("perf/step_s"), (int, float)) else 0.0
-                if acc > 0 or row["step"] == 0:
-                    wall.setdefault(row["step"], []).append(acc)
-        for name, d in (("samples", samples), ("wall", wall)):
-            if d and (name != "wall" or any(v > 0 for vs in d.values() for v in vs)):
-                out[name][label] = {s: statistics.fmean(v) for s, v in sorted(d.items())}
-    return out
 
 
 def smooth(values: list, window: int) -> list:
@@ -212,10 +188,10 @@ def table_header(acc_key: str | None, threshold: float) -> list[str]:
             "wall s", f"final entropy (last {FINAL_WINDOW})", f"final KL to ref (last {FINAL_WINDOW})"]
 
 
-def markdown(header, cells, failed: list[Run], title: str, notes: str) -> str:
+def markdown(header, cells, failed: list[Run], title: str, notes: str, stats_md: str = "") -> str:
     lines = [f"# {title}", "", notes, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c) + " |" for c in cells]
-    lines += ["", "![curves](report.png)", ""]
+    lines += ["", "![curves](report.png)", ""] + ([stats_md] if stats_md else [])
     if failed:
         lines += ["## Runs that did not finish", "", "| run | status | reason |", "|---|---|---|"]
         lines += [f"| {r.name} | {r.status} | {r.reason.replace('|', '/')} |" for r in failed]
@@ -225,10 +201,23 @@ def markdown(header, cells, failed: list[Run], title: str, notes: str) -> str:
 # ----------------------------------------------------------------------------- main
 
 
+def json_safe(x):
+    """Non-finite floats -> None, tuples -> lists: strict JSON."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
+
+
 def build_report(runs: list[Run], out: Path, by: str = "auto", threshold: float = 0.5, window: int = 1,
-                 title: str = "rlx comparison") -> dict:
-    """Write report.html, report.png and report.md for ``runs`` into ``out``; returns the table rows."""
+                 title: str = "rlx comparison", baseline: str | None = None) -> dict:
+    """Write report.html, report.png and report.md for ``runs`` into ``out``; returns the table rows and
+    the statistics (``stats``: what ``--json`` writes)."""
     from rlx.report.html import write_html
+    from rlx.report.nosignal import reasons
     from rlx.report.png import write_png
     from rlx.report.samples import samples_html
 
@@ -241,6 +230,7 @@ def build_report(runs: list[Run], out: Path, by: str = "auto", threshold: float 
     panels = resolve_panels(done)
     acc_key = next((k for k, _ in panels if k.startswith("eval/")), None)
     rows = summary_rows(groups, acc_key, threshold)
+    stats = json_safe(seedstats.build_stats(groups, threshold, baseline))
     header, cells = table_header(acc_key, threshold), [table_cells(r, threshold) for r in rows]
     notes = (f"{len(done)} completed runs in {len(groups)} groups (by {', '.join(keys)}); "
              f"{len(failed)} did not finish. Curves: mean over a group's runs, band ± 1 std (n − 1).")
@@ -248,14 +238,15 @@ def build_report(runs: list[Run], out: Path, by: str = "auto", threshold: float 
     curves = {key: _curves(groups, key, 1) for key in logged_metrics(done)}   # the HTML's picker offers them all
     runs_json = {key: {label: [dict(zip(("steps", "values"), r.series(key)), name=r.name) for r in groups[label]]
                        for label in curves[key]} for key in curves}
+    seedstats.add_error_bars(groups, curves, runs_json)
     write_html(out / "report.html", title=title, notes=notes, panels=panels, labels=list(groups), curves=curves,
                runs=runs_json, header=header, cells=cells, failed=[(r.name, r.status, r.reason) for r in failed],
                window=window, titles=dict(PANELS[1:] + FALLBACK + panels), xmap=x_axes(groups),
-               samples=samples_html(groups))
+               samples=samples_html(groups), stats=stats, why=reasons(groups, curves))
     write_png(out / "report.png", panels=panels, curves={key: _curves(groups, key, window) for key, _ in panels},
               labels=list(groups), title=title)
-    (out / "report.md").write_text(markdown(header, cells, failed, title, notes))
-    return {"keys": keys, "rows": rows, "failed": [r.name for r in failed]}
+    (out / "report.md").write_text(markdown(header, cells, failed, title, notes, seedstats.markdown(stats)))
+    return {"keys": keys, "rows": rows, "failed": [r.name for r in failed], "stats": stats}
 
 
 def main(argv=None) -> int:
@@ -265,6 +256,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="output dir (default: the one path given, else outputs/compare)")
     p.add_argument("--threshold", type=float, default=0.5, help="eval accuracy for the steps-to-threshold column")
     p.add_argument("--smooth", type=int, default=1, help="moving-average window in logged steps (PNG; HTML start)")
+    p.add_argument("--baseline", default=None, help="the group the others are compared with (default: the first)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the statistics over seeds as JSON")
     p.add_argument("--mlflow", default=None, help="MLflow tracking URI to read runs from (with --experiment)")
     p.add_argument("--experiment", default=None, help="MLflow experiment name (a sweep's is <study>@<time>)")
     a = p.parse_args(argv)
@@ -277,11 +270,23 @@ def main(argv=None) -> int:
                                       else Path("outputs") / "compare")
     names = ["/".join(Path(x).resolve().parts[-2:]) for x in a.paths]
     title = f"rlx comparison: {a.experiment or ', '.join(names)}"
-    result = build_report(runs, out, by=a.by, threshold=a.threshold, window=max(1, a.smooth), title=title)
+    result = build_report(runs, out, by=a.by, threshold=a.threshold, window=max(1, a.smooth), title=title,
+                          baseline=a.baseline)
     print(f"[rlx] {len(result['rows'])} groups by {', '.join(result['keys'])}; "
           f"{len(result['failed'])} runs did not finish", file=sys.stderr)
+    stats = result["stats"]
+    for m in stats["metrics"][:1]:   # the headline: final eval accuracy (else the first metric)
+        for label, c in m["vs_baseline"].items():
+            print(f"[rlx] {m['label']}: {label} vs {stats['baseline']}: {c['verdict']}", file=sys.stderr)
+    for w in stats["warnings"]:
+        print(f"[rlx] warning: {w}", file=sys.stderr)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(stats, indent=1) + "\n")
     for name in ("report.html", "report.png", "report.md"):
         print(out / name)
+    if a.json:
+        print(a.json)
     return 0
 
 

@@ -1,5 +1,5 @@
-"""The page of ``report.html`` (``rlx.report.html`` fills in %TITLE%, %NOTES%, %TABLE%, %FAILED%,
-%SAMPLES%, %DATA% and %SCRIPT%)."""
+"""The page of ``report.html`` (``rlx.report.html`` fills in %TITLE%, %NOTES%, %TABLE%, %STATS%,
+%FAILED%, %SAMPLES%, %DATA% and %SCRIPT%)."""
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>%TITLE%</title>
@@ -37,6 +37,8 @@ th:first-child, td:first-child { text-align: left; } th { background: #f4f4f4; }
 #metricbox summary { cursor: pointer; } #filter { margin: 4px 0; }
 #picker { columns: 4 230px; font-size: 12px; max-height: 240px; overflow: auto; }
 #picker label { display: block; white-space: nowrap; }
+h3 { font-size: 14px; margin: 16px 0 6px; } .warn { color: #a60; margin: 4px 0; }
+table.stats td:nth-child(-n+2) { text-align: left; }
 .nodata { color: #a60; font-size: 11px; min-height: 13px; }
 table.samples th { text-align: left; } table.samples td { text-align: left; vertical-align: top; max-width: 420px; }
 table.samples .c { font-family: ui-monospace, monospace; font-size: 12px; white-space: pre-wrap; margin: 0 0 3px; }
@@ -49,9 +51,9 @@ table.samples .r { color: #666; font-family: system-ui, sans-serif; }
 <div id="controls">
   <label>smoothing <input id="smooth" type="range" min="1" max="50" value="1"> <span id="smoothv">1</span></label>
   <label><input id="band" type="checkbox" checked> ± 1 std band</label>
-  <label><input id="runs" type="checkbox"> individual runs</label>
+  <label><input id="runs" type="checkbox"> individual seeds</label>
   <label>x-axis <select id="xaxis"><option value="step">step</option><option value="samples">samples seen</option>
-    <option value="wall">wall-clock (s)</option></select></label>
+    <option value="tokens">response tokens</option><option value="wall">wall-clock (s)</option></select></label>
 </div>
 <details id="metricbox"><summary>metrics (<span id="nmetrics"></span> logged): pick the panels</summary>
   <input id="filter" type="search" placeholder="filter"><div id="picker"></div></details>
@@ -59,6 +61,7 @@ table.samples .r { color: #666; font-family: system-ui, sans-serif; }
 <div id="panels"></div>
 <h2>Summary</h2>
 %TABLE%
+%STATS%
 %FAILED%
 %SAMPLES%
 <script type="application/json" id="data">%DATA%</script>

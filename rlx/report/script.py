@@ -1,6 +1,7 @@
 """The inline JavaScript of ``report.html`` (``rlx.report.html``): panels of the picked metrics against
-the chosen x-axis (step, samples seen, wall-clock), legend, smoothing, band, individual runs, hover, and
-a note on a panel naming the groups that have no data for it."""
+the chosen x-axis (step, samples seen, response tokens, wall-clock; those with data), legend, smoothing,
+band, individual seeds, hover, evaluations (``eval/*``) as points with binomial-SE error bars, and a
+note on a panel naming the groups that have no data or no signal for it, and why (``D.why``)."""
 
 SCRIPT = r"""
 (function () {
@@ -11,10 +12,11 @@ SCRIPT = r"""
   var labels = D.labels;  // group order = colour order, as in report.png
   var state = {hidden: {}, smooth: D.window || 1, band: true, runs: false, x: "step",
                shown: D.panels.map(function (p) { return p.key; })};
-  var XLABEL = {step: "step", samples: "samples seen", wall: "wall-clock s"};
+  var XLABEL = {step: "step", samples: "samples seen", tokens: "response tokens", wall: "wall-clock s"};
   (location.hash.slice(1).split("&")).forEach(function (kv) {  // #metrics=a,b&x=wall: a shareable view
     var i = kv.indexOf("="), k = kv.slice(0, i), v = decodeURIComponent(kv.slice(i + 1));
     if (k === "x" && XLABEL[v]) state.x = v;
+    if (k === "seeds") state.runs = v === "1";
     if (k === "metrics") state.shown = v.split(",").filter(function (m) { return D.curves[m]; });
   });
 
@@ -57,6 +59,7 @@ SCRIPT = r"""
     var a = Math.abs(v);
     return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(2) : +v.toPrecision(4) + "";
   }
+  function isEval(key) { return key.indexOf("eval/") === 0; }  // sparse evaluations: points, not lines
   function win(key) { return key.indexOf("eval/") === 0 ? 1 : state.smooth; }  // evaluations: never smoothed
   function xOf(g, steps) {  // the x-axis values of a group's steps (null: that group has no such x)
     if (state.x === "step") return steps.slice();
@@ -69,12 +72,13 @@ SCRIPT = r"""
   }
   function series(key, g) {
     var c = D.curves[key][g], w = win(key);
-    var k = keepX(xOf(g, c.steps), [xOf(g, c.steps), smooth(c.mean, w), smooth(c.lo, w), smooth(c.hi, w), c.n, c.steps]);
-    return {steps: k[0], mean: k[1], lo: k[2], hi: k[3], n: k[4], step: k[5]};
+    var se = c.se || c.steps.map(function () { return null; });
+    var k = keepX(xOf(g, c.steps), [xOf(g, c.steps), smooth(c.mean, w), smooth(c.lo, w), smooth(c.hi, w), c.n, c.steps, se]);
+    return {steps: k[0], mean: k[1], lo: k[2], hi: k[3], n: k[4], step: k[5], se: k[6]};
   }
   function runXY(g, r, key) {
-    var k = keepX(xOf(g, r.steps), [xOf(g, r.steps), smooth(r.values, win(key))]);
-    return {xs: k[0], ys: k[1]};
+    var k = keepX(xOf(g, r.steps), [xOf(g, r.steps), smooth(r.values, win(key)), r.se || r.steps.map(function () { return null; })]);
+    return {xs: k[0], ys: k[1], se: k[2]};
   }
   function path(xs, ys, sx, sy) {
     var d = "", pen = false;
@@ -89,9 +93,12 @@ SCRIPT = r"""
   function drawPanel(box, p) {
     var visible = labels.filter(function (g) { return D.curves[p.key][g] && !state.hidden[g]; });
     var missing = labels.filter(function (g) { return !D.curves[p.key][g] || !series(p.key, g).steps.length; });
-    var note = box.querySelector(".nodata");
-    note.textContent = missing.length ? "no data for " + missing.join(", ") + " (not logged" +
-      (state.x !== "step" ? ", or no " + XLABEL[state.x] : "") + ")" : "";
+    var why = (D.why || {})[p.key] || {}, notes = [];
+    if (missing.length) notes.push("no data for " + missing.map(function (g) {
+      return g + " (" + (why[g] && !D.curves[p.key][g] ? why[g] : "not logged" + (state.x !== "step" ? ", or no " + XLABEL[state.x] : "")) + ")";
+    }).join(", "));
+    labels.forEach(function (g) { if (why[g] && missing.indexOf(g) < 0) notes.push(g + ": " + why[g]); });
+    box.querySelector(".nodata").textContent = notes.join("; ");
     var data = {}, xmin = Infinity, xmax = -Infinity, ymin = Infinity, ymax = -Infinity;
     function extend(xs, ys) {
       for (var i = 0; i < xs.length; i++) {
@@ -103,6 +110,8 @@ SCRIPT = r"""
     visible.forEach(function (g) {
       var s = data[g] = series(p.key, g);
       extend(s.steps, s.mean);
+      extend(s.steps, s.mean.map(function (m, i) { return m === null || s.se[i] === null ? m : m + s.se[i]; }));
+      extend(s.steps, s.mean.map(function (m, i) { return m === null || s.se[i] === null ? m : m - s.se[i]; }));
       if (state.band) { extend(s.steps, s.lo); extend(s.steps, s.hi); }
       if (state.runs) (D.runs[p.key][g] || []).forEach(function (r) { var q = runXY(g, r, p.key); extend(q.xs, q.ys); });
     });
@@ -128,8 +137,9 @@ SCRIPT = r"""
     el("line", {x1: M.l, x2: W - M.r, y1: H - M.b, y2: H - M.b, stroke: "#999"}, svg);
     el("line", {x1: M.l, x2: M.l, y1: M.t, y2: H - M.b, stroke: "#999"}, svg);
     el("text", {x: W - M.r, y: H - 3, "text-anchor": "end"}, svg).textContent = XLABEL[state.x];
-    visible.forEach(function (g) {
+    visible.forEach(function (g, gi) {
       var s = data[g], c = color(g);
+      if (isEval(p.key)) return drawPoints(svg, p.key, g, s, sx, sy, (gi - (visible.length - 1) / 2) * 4);
       if (state.band) {
         var up = path(s.steps, s.hi, sx, sy), down = "";
         for (var i = s.steps.length - 1; i >= 0; i--) {
@@ -159,7 +169,8 @@ SCRIPT = r"""
         var s = data[g], best = -1;
         for (var i = 0; i < s.steps.length; i++) if (best < 0 || Math.abs(s.steps[i] - x) < Math.abs(s.steps[best] - x)) best = i;
         if (best >= 0) lines.push("<span style='color:" + color(g) + "'>&#9632;</span> " + escapeHtml(g) + ": " +
-          fmt(s.mean[best]) + " ± " + fmt((s.hi[best] - s.lo[best]) / 2) + " (step " + s.step[best] + ", n=" + s.n[best] + ")");
+          fmt(s.mean[best]) + " ± " + fmt((s.hi[best] - s.lo[best]) / 2) + (s.se[best] !== null ? ", SE " + fmt(s.se[best]) : "") +
+          " (step " + s.step[best] + ", n=" + s.n[best] + ")");
       });
       cursor.setAttribute("x1", sx(Math.max(xmin, Math.min(xmax, x))));
       cursor.setAttribute("x2", sx(Math.max(xmin, Math.min(xmax, x))));
@@ -171,6 +182,30 @@ SCRIPT = r"""
       tip.style.top = (ev.clientY - bx.top + 12) + "px";
     });
     hit.addEventListener("mouseleave", function () { tip.style.display = "none"; cursor.setAttribute("visibility", "hidden"); });
+  }
+  function errbar(svg, x, y, se, sy, c, w) {  // a vertical bar ± se with caps
+    if (se === null || se === undefined) return;
+    el("path", {d: "M" + (x - 3) + "," + sy(y - se) + "h6M" + x + "," + sy(y - se) + "V" + sy(y + se) + "M" + (x - 3) + "," +
+                sy(y + se) + "h6", stroke: c, "stroke-width": w, fill: "none", "class": "errbar"}, svg);
+  }
+  function drawPoints(svg, key, g, s, sx, sy, dx) {  // evaluations: mean points ± binomial SE, the seeds' spread
+    var c = color(g);
+    s.steps.forEach(function (x, i) {
+      if (s.mean[i] === null) return;
+      var px = sx(x) + dx;
+      if (state.band && s.lo[i] !== null && s.hi[i] > s.lo[i]) el("rect", {x: px - 4, width: 8, y: sy(s.hi[i]),
+        height: sy(s.lo[i]) - sy(s.hi[i]), fill: c, "fill-opacity": 0.15}, svg);
+      errbar(svg, px, s.mean[i], s.se[i], sy, c, 1.3);
+      el("circle", {cx: px, cy: sy(s.mean[i]), r: 3.2, fill: c, "class": "evalpt"}, svg);
+    });
+    if (state.runs) (D.runs[key][g] || []).forEach(function (r) {
+      var q = runXY(g, r, key);
+      q.xs.forEach(function (x, i) {
+        if (q.ys[i] === null) return;
+        errbar(svg, sx(x) + dx, q.ys[i], q.se[i], sy, c, 0.6);
+        el("circle", {cx: sx(x) + dx, cy: sy(q.ys[i]), r: 2, fill: "#fff", stroke: c, "class": "seedpt"}, svg);
+      });
+    });
   }
   function escapeHtml(s) {
     return String(s).replace(/[&<>"']/g, function (c) { return "&#" + c.charCodeAt(0) + ";"; });
@@ -188,7 +223,8 @@ SCRIPT = r"""
       panelsDiv.appendChild(box);
       boxes.push(box);
     });
-    try { history.replaceState(null, "", "#metrics=" + state.shown.map(encodeURIComponent).join(",") + "&x=" + state.x); }
+    try { history.replaceState(null, "", "#metrics=" + state.shown.map(encodeURIComponent).join(",") + "&x=" + state.x +
+                                (state.runs ? "&seeds=1" : "")); }
     catch (e) { /* a file: URL that refuses: the view is just not shareable */ }
   }
   var picker = document.getElementById("picker");
@@ -210,6 +246,10 @@ SCRIPT = r"""
     });
   });
   var xsel = document.getElementById("xaxis");
+  Array.prototype.slice.call(xsel.options).forEach(function (o) {  // offer only the x-axes some group has
+    if (o.value !== "step" && !Object.keys((D.xmap || {})[o.value] || {}).length) xsel.removeChild(o);
+  });
+  if (!xsel.querySelector("option[value='" + state.x + "']")) state.x = "step";
   xsel.value = state.x;
   xsel.addEventListener("change", function () { state.x = xsel.value; render(); });
   var legend = document.getElementById("legend");
@@ -229,6 +269,7 @@ SCRIPT = r"""
   sm.value = state.smooth; document.getElementById("smoothv").textContent = state.smooth;
   sm.addEventListener("input", function () { state.smooth = +sm.value; document.getElementById("smoothv").textContent = sm.value; render(); });
   document.getElementById("band").addEventListener("change", function (e) { state.band = e.target.checked; render(); });
+  document.getElementById("runs").checked = state.runs;
   document.getElementById("runs").addEventListener("change", function (e) { state.runs = e.target.checked; render(); });
   render();
 })();
