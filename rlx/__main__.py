@@ -1,13 +1,15 @@
 """``python -m rlx [overrides]``: check the config and pre-flight (files, reward functions, device, memory,
 model availability), then run it as a Hydra app (multirun, sweeps and launchers are Hydra's). Nothing loads
 and no run dir is created before the checks pass. Exit codes: rlx/config/preflight.py and docs/errors.md
-(2 config/pre-flight, 3 non-finite steps, 4 model not available, 5 machine cannot run it); each failure
+(2 config/pre-flight/run dir, 3 non-finite steps, 4 model not available, 5 machine cannot run it, 6 disk full at a
+checkpoint); each failure
 is one ``rlx:`` line, with its traceback only under ``RLX_DEBUG=1``."""
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -17,6 +19,46 @@ def _config_error(e) -> None:
         raise e
     print(f"rlx: config error: {e}", file=sys.stderr)
     sys.exit(2)
+
+
+def _error(e, code: int = 2) -> None:
+    if os.environ.get("RLX_DEBUG") == "1":
+        raise e
+    print(f"rlx: error: {e}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _explicit_run_dir(argv) -> str | None:
+    """The ``hydra.run.dir=`` a single-run command names (None for a multirun, or a dir with interpolations)."""
+    if "-m" in argv or "--multirun" in argv:
+        return None
+    dirs = [a.split("=", 1)[1].strip().strip("'\"") for a in argv if a.lstrip("+").startswith("hydra.run.dir=")]
+    return dirs[-1] if dirs and dirs[-1] and "${" not in dirs[-1] else None
+
+
+def _resumed(cfg, run_dir: Path, typed: list[str]):
+    """``trainer.resume=true`` into a dir that holds a run's ``config.yaml``: that config, with only the safe ones
+    of this command's overrides ``typed`` (rlx/runtime/resume_config.py; RunDirError for the others)."""
+    from omegaconf import DictConfig, open_dict
+
+    from rlx.config import ConfigError
+    from rlx.config.compose import GROUPS, _compose_raw, group_choices
+    from rlx.runtime.resume_config import resume_config, saved_config
+    from rlx.runtime.run_dir import is_main_rank
+
+    saved = saved_config(run_dir, log=lambda m: is_main_rank() and print(m, file=sys.stderr))
+    if saved is None:
+        return cfg
+    known = {g for g in GROUPS if isinstance(saved.get(g), DictConfig) and saved[g].get("name") in group_choices(g)}
+    exp = [o.lstrip("+") for o in typed if o.lstrip("+").startswith("experiment=")]
+    try:   # the current defaults of the saved run's choices: keys added since, interpolations
+        base = _compose_raw([f"{g}={saved[g].name}" for g in sorted(known)] + exp)
+        with open_dict(base):
+            for g in set(GROUPS) - known - {"experiment"}:
+                base.pop(g, None)   # a preset rlx does not have (--config-dir): the saved node alone
+    except ConfigError:
+        base = None
+    return resume_config(cfg, saved, typed, base, run_dir)
 
 
 def _discard_unused_run_dir() -> None:
@@ -29,7 +71,7 @@ def _discard_unused_run_dir() -> None:
     from hydra.core.hydra_config import HydraConfig
 
     d = Path(HydraConfig.get().runtime.output_dir)
-    ours = {".hydra", "__main__.log", "config.yaml", "run_info.json"}
+    ours = {".hydra", "__main__.log", "config.yaml", "run_info.json", "console.log"}
     if d.is_dir() and {c.name for c in d.iterdir()} <= ours:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -49,6 +91,17 @@ def main() -> None:
             preflight(cfg, memory=plan_check)
     except PreflightError as e:
         sys.exit(report(e))
+    # registers ${rlx.run_id:}, the unique suffix of hydra.run.dir
+    from rlx.runtime.run_dir import RunDirError, check
+
+    run_dir = _explicit_run_dir(sys.argv[1:])
+    if run_dir and len(cfgs) == 1:   # another run's dir is refused before Hydra writes its .hydra/ into it
+        try:
+            check(Path(run_dir), bool(cfgs[0].trainer.resume))
+            if cfgs[0].trainer.resume:   # a resume that would change the run's config, too
+                _resumed(cfgs[0], Path(run_dir), [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
+        except RunDirError as e:
+            _error(e)
 
     import hydra
 
@@ -64,10 +117,16 @@ def main() -> None:
         from rlx.data.rows import BadRowError
         from rlx.models.memory import MemoryPlanError
         from rlx.runtime.checkpoint import ResumeError
+        from rlx.runtime.disk import DiskFullError
         from rlx.trainers.base import NonFiniteError
 
-        try:  # exit 2: a config or resume error, before any model or data loads; 3: non-finite steps
+        try:  # exit 2: a config, run dir or resume error, before any model or data loads; 3: non-finite steps
             check_names(cfg)
+            if cfg.trainer.resume:   # the run's own config, from its dir
+                from hydra.core.hydra_config import HydraConfig
+
+                hc = HydraConfig.get()
+                cfg = _resumed(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
             print(f"[rlx] {cfg.algo.name} on {cfg.model.name} / {cfg.data.name}, seed {cfg.seed}\n"
                   f"{batch_table(cfg)}", file=sys.stderr)
             summary = run(cfg)
@@ -83,18 +142,16 @@ def main() -> None:
                 raise
             print(f"rlx: data error: {e}", file=sys.stderr)
             sys.exit(2)
+        except RunDirError as e:   # another run's dir, or a resume that would change the run's config: kept as it is
+            _error(e)
         except MemoryPlanError as e:
             sys.exit(report(PreflightError(f"model too big: {e}", code=5)))
         except ResumeError as e:
-            if os.environ.get("RLX_DEBUG") == "1":
-                raise
-            print(f"rlx: error: {e}", file=sys.stderr)
-            sys.exit(2)
+            _error(e)
         except NonFiniteError as e:
-            if os.environ.get("RLX_DEBUG") == "1":
-                raise
-            print(f"rlx: error: {e}", file=sys.stderr)
-            sys.exit(3)
+            _error(e, 3)
+        except DiskFullError as e:   # a checkpoint write ran out of space: one line, the partial write removed
+            _error(e, 6)
         # data=arithmetic_pref logs its generation accuracy under data.eval_name (docs/offline.md)
         return summary.get("final", {}).get(f"eval/{cfg.data.get('eval_name', cfg.data.name)}/accuracy")
 
