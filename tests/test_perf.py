@@ -205,5 +205,25 @@ def test_thread_advice_warns_only_when_threads_are_unset_on_a_busy_machine():
 
     assert thread_advice(None, load=0.2, cores=2) is None          # quiet machine: all cores are fine
     assert thread_advice(1, load=5.0, cores=2) is None             # the user chose a thread count
-    msg = thread_advice(None, load=1.7, cores=2)
-    assert "hardware.num_threads=1" in msg and "1.7" in msg
+    msg = thread_advice(None, load=2, cores=2)
+    assert "hardware.num_threads=1" in msg and "2 other process(es)" in msg
+
+
+def test_busy_cores_sees_a_process_running_now_and_not_one_that_ended():
+    # a real busy child counts while it spins; the 1-minute load average would still count it after it ended
+    import subprocess
+    import sys
+    import time
+
+    from rlx.runtime.speed import busy_cores
+
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        during = busy_cores()
+    finally:
+        spin.kill()
+        spin.wait()
+    assert during >= 1.0
+    time.sleep(0.2)
+    assert busy_cores() <= during - 1.0   # the child no longer counts

@@ -152,18 +152,36 @@ def prepare(model, setting, device: torch.device, log=print) -> bool:
     return autocast
 
 
+def busy_cores() -> float:
+    """Processes on a CPU right now besides this one: the runnable count of ``/proc/loadavg``, the median of 5
+    samples over 0.2 s. (The 1-minute load average, the fallback where there is no ``/proc``, lags: a run that
+    ended a moment ago still counts, so runs started one after another would warn for nothing.)"""
+    import os
+    import time
+
+    try:
+        samples = []
+        for _ in range(5):
+            with open("/proc/loadavg") as f:
+                samples.append(int(f.read().split()[3].split("/")[0]) - 1)   # minus this process
+            time.sleep(0.04)
+        return float(sorted(samples)[2])
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0]
+
+
 def thread_advice(num_threads, load: float | None = None, cores: int | None = None) -> str | None:
-    """A warning when ``hardware.num_threads`` is unset (torch takes every core) and other processes already load
-    the machine (1-minute load average >= 1): two runs that each take every core slow each other many-fold
-    (steps of 0.5 s became 14 s with two default runs on 2 cores). None when there is nothing to say."""
+    """A warning when ``hardware.num_threads`` is unset (torch takes every core) and other processes already keep
+    a core busy (``busy_cores`` >= 1): two runs that each take every core slow each other many-fold (steps of
+    0.5 s became 14 s with two default runs on 2 cores). None when there is nothing to say."""
     if num_threads:
         return None
     import os
 
-    load = os.getloadavg()[0] if load is None else load
+    load = busy_cores() if load is None else load
     cores = (os.cpu_count() or 1) if cores is None else cores
     if load < 1.0:
         return None
-    return (f"[rlx] WARNING: the machine is already busy (load average {load:.1f} on {cores} cores) and "
-            f"hardware.num_threads is unset, so torch takes all {cores} cores; runs that share cores slow each "
+    return (f"[rlx] WARNING: the machine is already busy ({load:.0f} other process(es) running on {cores} cores) "
+            f"and hardware.num_threads is unset, so torch takes all {cores} cores; runs that share cores slow each "
             "other down many-fold: pass hardware.num_threads=1 (or cores / runs)")
