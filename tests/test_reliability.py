@@ -353,7 +353,7 @@ def test_nonfinite_loss_stops_after_max_bad_steps_naming_it(tmp_path, monkeypatc
     monkeypatch.setenv("RLX_FAULT", "nan_logp@2")   # the training log-probs of step 2 are NaN
     from rlx.trainers.base import NonFiniteError
 
-    with pytest.raises(NonFiniteError, match=r"non-finite loss at step 2, then 1 step\(s\) in a row"):
+    with pytest.raises(NonFiniteError, match=r"non-finite loss at step 2, then 1 bad step\(s\) in a row"):
         rlx.run(rlx.compose([*SMALL, "trainer.steps=4", "trainer.max_bad_steps=1", "data.eval_size=8"]), tmp_path)
     rows = _raw_rows(tmp_path)
     assert rows[-1]["step"] == 2 and rows[-1]["loss/total"] == "nan" and rows[-1]["health/skipped_steps"] == 1.0
