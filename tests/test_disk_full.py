@@ -133,6 +133,7 @@ def child_checkpointer(disk: str, where: str) -> None:
                       "tensors": weights * 3}))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["weights", "state", "first"])
 def test_checkpoint_on_a_full_disk_is_one_line_and_leaves_the_others_intact(tmp_path, where):
     from rlx.runtime.disk import human

@@ -188,6 +188,7 @@ def test_wandb_offline_run_holds_the_history(server_run):
     assert {"rlx_config.yaml", "rlx_summary.json", "rlx_run_info.json"} <= {p.name for p in files.iterdir()}
 
 
+@pytest.mark.slow
 def test_canary_secrets_are_written_nowhere(mlflow_server, server_run):
     _, root = mlflow_server
     run_dir, proc = server_run
@@ -305,6 +306,7 @@ def _tracked(cfg, run_dir: Path):
     trackers.log_artifacts(run_dir, {"final": {"eval/x/accuracy": 0.5}})
 
 
+@pytest.mark.slow
 def test_a_local_mlflow_store_prints_the_mlflow_ui_command_that_serves_the_run(tmp_path, capsys):
     db = tmp_path / "m.db"
     _tracked(rlx.compose(["tracker=mlflow", f"tracker.mlflow.tracking_uri=sqlite:///{db}"]), tmp_path / "run")
