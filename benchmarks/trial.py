@@ -77,7 +77,7 @@ CASES = [
 
 def run(name: str, argv: list[str], d: Path) -> tuple[int, float, str]:
     argv = [a.replace("{d}", str(d)) for a in argv]
-    run_dir = d / "runs" / name.replace(" ", "_").replace("/", "_")
+    run_dir = d / "runs" / "".join(c if c.isalnum() else "_" for c in name)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
            "RLX_CACHE": str(d / "cache")}
     t0 = time.time()

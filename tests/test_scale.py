@@ -91,6 +91,9 @@ def test_slurm_sweep_command_as_documented_checks_every_job():
     assert launcher._target_.endswith("SlurmLauncher") and launcher.gpus_per_node == 8
     with pytest.raises(ConfigError, match="needs -m"):
         check_cli([a for a in argv if a != "-m"])
+    with pytest.raises(ConfigError, match="needs -m"):   # a run dir with a comma is a sweep to Hydra too
+        check_cli(["hydra.run.dir=/tmp/a,b"])
+    assert len(check_cli(["trainer.betas=[0.9,0.95]"])) == 1   # a list value is no sweep
 
 
 def test_vllm_engine_says_what_it_needs(tiny):

@@ -166,7 +166,7 @@ def _sweep_values(value: str) -> list[str]:
     v = value.strip()
     if v.startswith(("choice(", "range(", "interval(", "glob(", "tag(", "shuffle(", "sort(")):
         return []  # Hydra sweep functions: checked per job
-    return [x.strip() for x in v.split(",")] if "," in v and not v.startswith("[") else [v]
+    return [x.strip() for x in v.split(",")] if "," in v and not v.startswith(("[", "{")) else [v]
 
 
 def check_cli(argv) -> list[DictConfig]:
@@ -196,7 +196,7 @@ def check_cli(argv) -> list[DictConfig]:
         i += 1
     plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     if not multirun:   # Hydra takes a comma list on the command line as a sweep only with -m
-        for o in plain:
+        for o in overrides:
             if "=" in o and not o.split("=", 1)[1].strip().startswith(("'", '"')) and \
                     len(_sweep_values(o.split("=", 1)[1])) > 1:
                 raise ConfigError(f"{o}: a sweep over {len(_sweep_values(o.split('=', 1)[1]))} values needs -m "
