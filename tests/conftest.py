@@ -94,3 +94,20 @@ def loss_inputs(old_logp, advantages, response_mask, ref_logp=None, **fields):
     return LossInputs(old_logp=old_logp, advantages=advantages, response_mask=response_mask, ref_logp=ref_logp,
                       num_tokens=response_mask.sum(), num_seqs=max(int(response_mask.any(-1).sum()), 1),
                       max_len=response_mask.shape[1], **fields)
+
+
+def last_step(run_dir) -> int:
+    """Step of the last complete line of ``<run_dir>/metrics.jsonl`` (-1 if none); a torn last line is ignored."""
+    import json
+    from pathlib import Path
+
+    try:
+        lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return -1
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError):
+            continue
+    return -1

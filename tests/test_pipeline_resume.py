@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, read_metrics, run_cli
+from conftest import REPO, last_step, read_metrics, run_cli
 
 STAGES = ("sft", "rm", "ppo")
 SMALL = ["trainer.eval_every=0", "data.eval_size=16", "data.dev_size=16"]
@@ -45,19 +45,6 @@ ARGS = ["experiment=rlhf_pipeline", "model.init=random", "trainer.progress=false
                                                    "trainer.save_model=true"])]
 
 
-def last_step(path: Path) -> int:
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return -1
-    for line in reversed(lines):
-        try:
-            return int(json.loads(line)["step"])
-        except (ValueError, KeyError):
-            continue
-    return -1
-
-
 def sigterm_when(ready, run_dir: Path, extra: list[str], log: str) -> tuple[int, str]:
     """Run the pipeline; SIGTERM it once ``ready()``; its exit status and stderr."""
     with open(run_dir.parent / log, "w") as err:
@@ -79,7 +66,7 @@ def sigterm_when(ready, run_dir: Path, extra: list[str], log: str) -> tuple[int,
 
 def sigterm_in(stage: str, run_dir: Path, extra: list[str], log: str, after: int = 2) -> str:
     """SIGTERM the pipeline once ``stage`` has logged step ``after`` (it is training); expect exit 143."""
-    code, text = sigterm_when(lambda: last_step(run_dir / stage / "metrics.jsonl") >= after, run_dir, extra, log)
+    code, text = sigterm_when(lambda: last_step(run_dir / stage) >= after, run_dir, extra, log)
     assert code == 143, f"exit {code}\n{text[-3000:]}"
     return text
 

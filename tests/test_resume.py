@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST, REPO, read_metrics, run_cli
+from conftest import FAST, REPO, last_step, read_metrics, run_cli
 
 # Per algorithm: the overrides of a tiny run, and how many seeded random kill points to use.
 # GRPO with off-policy reuse: 2 epochs x 2 mini-batches of 8 (of N = 2 prompts x 8 samples), 2 micro-
@@ -93,21 +93,6 @@ def finish(overrides, run_dir: Path, env: dict | None = None) -> None:
 def _log_tail(run_dir: Path, n: int = 3000) -> str:
     log = Path(run_dir) / "run.log"
     return log.read_text()[-n:] if log.exists() else "(no run.log)"
-
-
-def last_step(run_dir: Path) -> int:
-    """Step of the last complete line of metrics.jsonl (-1 if none); a torn last line is ignored."""
-    path = Path(run_dir) / "metrics.jsonl"
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return -1
-    for line in reversed(lines):
-        try:
-            return int(json.loads(line)["step"])
-        except (ValueError, KeyError):
-            continue
-    return -1
 
 
 def wait_for_step(alive, run_dir: Path, step: int, timeout: float = 300) -> bool:
