@@ -1,4 +1,5 @@
-"""One file per algorithm: its advantage estimator and loss as pure tensor functions."""
+"""One file per algorithm: its advantage estimator and loss as pure tensor functions, and the frozen dataclass the
+registry builds from its preset (rlx/algos/base.py)."""
 
 # Families: GRPO (cispo dapo dr_grpo gmpo grpo gspo gspo_token); PPO with a critic (ppo ppo_ptx vapo; rm trains reward
 # models); critic-free REINFORCE (raft raft_pp reinforce reinforce_pp reinforce_pp_baseline reinforce_rej
