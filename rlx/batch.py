@@ -1,4 +1,5 @@
-"""The batch of the online loop: N = B·G samples of one step, every field documented with its shape.
+"""The batch types of the online loop, every field documented with its shape: ``Batch`` (N = B·G samples of one
+step) and ``LossInputs`` (one micro-batch as a policy loss sees it).
 
 The offline (preference) loop's batch is ``rlx.data.preference``'s pairs, tokenised by its trainer.
 """
@@ -68,3 +69,29 @@ def concat_batches(parts: list[Batch], pad_id: int) -> Batch:
             out.append(v)
         fields[k] = torch.cat(out)
     return Batch(**fields)
+
+
+@dataclass
+class LossInputs:
+    """One micro-batch of n rows of the online loop, as a policy loss sees it. Tensors [n, T] unless noted.
+
+    ``old_logp`` behaviour log-probs (detached training forward when on-policy); ``advantages`` float32;
+    ``response_mask`` bool; ``ref_logp`` (with ``ref_logp`` required); ``entropy`` with gradient (with
+    ``entropy`` required); ``is_weights`` detached per-token weights (rollout.is_correction); ``rewards`` [n].
+    ``num_tokens``, ``num_seqs``, ``max_len``: the mini-batch totals the aggregation normalises by.
+    """
+
+    old_logp: torch.Tensor
+    advantages: torch.Tensor
+    response_mask: torch.Tensor
+    rewards: torch.Tensor
+    num_tokens: torch.Tensor
+    num_seqs: int
+    max_len: int
+    ref_logp: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+    is_weights: torch.Tensor | None = None
+
+    @property
+    def norm(self) -> dict:
+        return dict(num_tokens=self.num_tokens, num_seqs=self.num_seqs, max_len=self.max_len)

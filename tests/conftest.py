@@ -88,7 +88,7 @@ def loss_inputs(old_logp, advantages, response_mask, ref_logp=None, **fields):
     """``LossInputs`` of one micro-batch that is its own mini-batch (the totals are this batch's)."""
     import torch
 
-    from rlx.algos.base import LossInputs
+    from rlx.batch import LossInputs
 
     fields.setdefault("rewards", torch.zeros(response_mask.shape[0]))
     return LossInputs(old_logp=old_logp, advantages=advantages, response_mask=response_mask, ref_logp=ref_logp,

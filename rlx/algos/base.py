@@ -25,29 +25,21 @@ from typing import ClassVar
 
 import torch
 
-from rlx.config.values import ConfigError
+from rlx.batch import LossInputs
+from rlx.config.values import _choice, _need
 from rlx.ops import AGG_MODES
 
 REQUIREMENTS = ("ref_logp", "old_logp", "values", "greedy_baseline", "entropy", "ptx", "mismatched")
 
 
-class AlgoConfigError(ConfigError):
-    """A key or value of ``algo.*`` that the algorithm cannot take; the message starts with ``algo.<key>`` (a
-    ``ConfigError``: exit status 2 from the command line)."""
-
-
 def check(cond: bool, msg: str) -> None:
-    """Raise ``AlgoConfigError(msg)`` unless ``cond`` (msg starts with ``algo.<key>=<value>:``)."""
-    if not cond:
-        raise AlgoConfigError(msg)
+    """Raise ``ConfigError(msg)`` unless ``cond`` (msg starts with ``algo.<key>=<value>:``; exit 2 from the CLI)."""
+    _need(cond, msg)
 
 
 def check_choice(key: str, value, valid) -> None:
-    from rlx.registry import closest
-
-    hint = closest(str(value), valid)
-    check(value in valid, f"algo.{key}={value!r}: not a valid choice" + (f"; did you mean '{hint}'?" if hint else "")
-          + f" (valid: {', '.join(valid)})")
+    """``algo.<key>`` must be one of ``valid``; the error names the closest choice (rlx.config's own check)."""
+    _choice(f"algo.{key}", value, valid)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,32 +88,6 @@ class Aggregated(Algorithm):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("loss_agg_mode", self.loss_agg_mode, AGG_MODES)
-
-
-@dataclass
-class LossInputs:
-    """One micro-batch of n rows of the online loop, as a policy loss sees it. Tensors [n, T] unless noted.
-
-    ``old_logp`` behaviour log-probs (detached training forward when on-policy); ``advantages`` float32;
-    ``response_mask`` bool; ``ref_logp`` (with ``ref_logp`` required); ``entropy`` with gradient (with
-    ``entropy`` required); ``is_weights`` detached per-token weights (rollout.is_correction); ``rewards`` [n].
-    ``num_tokens``, ``num_seqs``, ``max_len``: the mini-batch totals the aggregation normalises by.
-    """
-
-    old_logp: torch.Tensor
-    advantages: torch.Tensor
-    response_mask: torch.Tensor
-    rewards: torch.Tensor
-    num_tokens: torch.Tensor
-    num_seqs: int
-    max_len: int
-    ref_logp: torch.Tensor | None = None
-    entropy: torch.Tensor | None = None
-    is_weights: torch.Tensor | None = None
-
-    @property
-    def norm(self) -> dict:
-        return dict(num_tokens=self.num_tokens, num_seqs=self.num_seqs, max_len=self.max_len)
 
 
 @dataclass(frozen=True, kw_only=True)

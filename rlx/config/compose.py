@@ -197,10 +197,11 @@ def check_cli(argv) -> list[DictConfig]:
     plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     if not multirun:   # Hydra takes a comma list on the command line as a sweep only with -m
         for o in overrides:
-            if "=" in o and not o.split("=", 1)[1].strip().startswith(("'", '"')) and \
-                    len(_sweep_values(o.split("=", 1)[1])) > 1:
-                raise ConfigError(f"{o}: a sweep over {len(_sweep_values(o.split('=', 1)[1]))} values needs -m "
-                                  f"(python -m rlx -m ... {o}); for a list value write [a,b]")
+            value = o.split("=", 1)[1] if "=" in o else ""
+            n = 0 if value.strip().startswith(("'", '"')) else len(_sweep_values(value))
+            if n > 1:
+                raise ConfigError(f"{o}: a sweep over {n} values needs -m (python -m rlx -m ... {o}); "
+                                  f"for a list value write [a,b]")
     _check_overrides(plain, config_dir)
     sweep_params = {}
     if config_dir or multirun:

@@ -122,7 +122,7 @@ def check_algorithm(cfg: DictConfig):
     algorithms (torch), so it runs after the light checks."""
     from rlx.catalogue import build
 
-    algo = build("algo", cfg.algo)   # raises AlgoConfigError, a ConfigError
+    algo = build("algo", cfg.algo)   # raises ConfigError naming the key
     algo.check_config(cfg)
     _check_correction_support(cfg, algo)
     return algo

@@ -26,8 +26,7 @@ import time
 
 import torch
 
-from rlx.algos.base import LossInputs
-from rlx.batch import Batch, concat_batches  # noqa: F401 (Batch: the loop's batch type, re-exported)
+from rlx.batch import Batch, LossInputs, concat_batches  # noqa: F401 (Batch: the loop's batch type, re-exported)
 from rlx.metrics import MetricAccumulator, advantage_metrics, merged_rollout_metrics
 from rlx.models.logprobs import token_logprobs
 from rlx.ops import masked_mean
