@@ -25,6 +25,13 @@ class Batch:
     ``greedy_rewards`` [N]: the reward of the prompt's greedy decode (ReMax's baseline), repeated G times.
     ``values`` / ``returns`` [N, T]: the critic's V_old(s_t) and its targets (PPO family).
     ``engine_logp`` [N, T]: the engine's log-prob of each sampled token, where it records them.
+    Multi-turn episodes (``env`` other than ``single``: rlx/envs, rlx/rollout/episodes.py) lay every turn and every
+    observation out in the response columns, in order; observation tokens are attended to but False in
+    ``response_mask``, so they get no gradient, ratio, KL or entropy. Two more fields then say where the turns are:
+    ``turn`` [N, T] long: the 1-based turn number of each policy token, 0 on observations and padding.
+    ``turn_state`` [N, T] long: a hash of the environment state the policy acted from in that turn (equal
+    hashes = the same state: GiGPO's anchor states), 0 where ``turn`` is 0.
+    ``tree`` [N] long: with tree rollouts (Tree-GRPO), which tree of its prompt group a sample is a leaf of.
     """
 
     input_ids: torch.Tensor
@@ -38,6 +45,9 @@ class Batch:
     values: torch.Tensor | None = None
     returns: torch.Tensor | None = None
     engine_logp: torch.Tensor | None = None
+    turn: torch.Tensor | None = None
+    turn_state: torch.Tensor | None = None
+    tree: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]

@@ -13,6 +13,7 @@ def load() -> None:
     """Import the component packages (idempotent; Python caches the modules)."""
     import rlx.algos  # noqa: F401
     import rlx.data  # noqa: F401
+    import rlx.envs  # noqa: F401
     import rlx.models  # noqa: F401
     import rlx.pipeline  # noqa: F401   (experiment=rlhf_pipeline: a run of runs, above the runner)
     import rlx.rewards  # noqa: F401

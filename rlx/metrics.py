@@ -53,6 +53,12 @@ VOCABULARY = {
     "perf/tokens_per_s": "generated tokens per second of generation",
     "perf/peak_mem_gb": "peak resident memory (CPU) or allocated memory (GPU), GB",
     "health/skipped_steps": "updates skipped because a loss, gradient or reward was not finite",
+    "episode/turns_mean": "policy turns per episode (multi-turn envs)",
+    "episode/tokens_mean": "tokens per episode after the prompt: turns and observations",
+    "episode/truncated_frac": "share of episodes cut by env.max_turns or a turn without EOS",
+    "tool/calls_mean": "tool calls per episode (calculator calls, guesses)",
+    "tool/errors": "malformed tool calls this step (each ends its episode)",
+    "env/failures": "episodes ended by a failure: the env raised, timed out, a malformed call, or the context limit",
     "eval/<ds>/accuracy": "greedy held-out accuracy over the samples the reward could score",
     "eval/<ds>/failures": "held-out samples the reward could not score (left out of accuracy)",
 }
@@ -150,6 +156,15 @@ def merged_rollout_metrics(raws: list[dict], group_size: int) -> dict:
     for k in raws[0]["shape_metrics"]:
         m[k] = sum(float(r["shape_metrics"][k]) for r in raws) / len(raws)
     return m
+
+
+def merged_episode_metrics(parts: list[dict | None]) -> dict:
+    """The episode metrics of several generation rounds: means and shares averaged, counts summed."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return {}
+    return {k: (sum(p[k] for p in parts) / len(parts) if k.endswith(("_mean", "_frac")) else sum(p[k] for p in parts))
+            for k in parts[0]}
 
 
 def explained_variance(values, returns, response_mask) -> float:

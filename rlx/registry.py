@@ -61,6 +61,7 @@ DATA = Registry("data")
 TRACKERS = Registry("tracker")
 TRAINERS = Registry("trainer")
 ENGINES = Registry("rollout engine")
+ENVS = Registry("env")
 
 _KINDS = {
     "algo": ALGOS,
@@ -70,6 +71,7 @@ _KINDS = {
     "tracker": TRACKERS,
     "trainer": TRAINERS,
     "engine": ENGINES,
+    "env": ENVS,
 }
 
 

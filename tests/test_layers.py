@@ -16,7 +16,7 @@ PKG = Path(__file__).resolve().parent.parent / "rlx"
 LAYERS = [
     ["rlx.ops", "rlx.batch", "rlx.registry", "rlx.metrics", "rlx.runtime"],
     ["rlx.config"],
-    ["rlx.data"],
+    ["rlx.data", "rlx.envs"],
     ["rlx.models"],
     ["rlx.rewards", "rlx.rollout"],
     ["rlx.algos"],

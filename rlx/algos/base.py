@@ -120,6 +120,11 @@ class PolicyAlgorithm(Algorithm):
         reward's reading of each completion (``answers`` [N], None = no answer). Default: None."""
         return None
 
+    def sample_episodes(self, runner, records: list[dict], group_size: int):
+        """The ``Rollout`` of ``group_size`` episodes per record with a multi-turn env (``runner``:
+        rlx.rollout.episodes.EpisodeRunner). Default: independent episodes; tree rollouts (Tree-GRPO) fork them."""
+        return runner.run(records, n=group_size)
+
     def keep(self, rewards: torch.Tensor) -> torch.Tensor:
         """Bool [B]: which prompt groups (rewards [B, G]) go into the update. Default: all."""
         return torch.ones(rewards.shape[0], dtype=torch.bool)

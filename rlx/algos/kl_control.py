@@ -9,6 +9,8 @@ rather than into the loss. With T the last valid response token of a sample:
 
 Padding positions stay 0. Returns-to-go G_t = Σ_{s≥t} γ^{s−t} r_s turn this into token-level
 advantages (REINFORCE++) or, at t = 0, into a KL-penalised sequence reward score − β Σ_t KL_t (RLOO).
+s and t count valid tokens only: a hole in the mask (a multi-turn episode's observation tokens) is
+carried through, undiscounted, as if its columns were deleted.
 
 β is fixed, or adapted after every step by the proportional controller of Ziegler et al. (§2.2):
 
@@ -50,12 +52,18 @@ def kl_penalized_token_rewards(scores: torch.Tensor, kl: torch.Tensor, response_
 
 
 def returns_to_go(token_rewards: torch.Tensor, response_mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
-    """G_t = Σ_{s≥t} γ^{s−t} r_s over valid tokens [N, T] (0 at padding), computed back to front."""
+    """Returns-to-go [N, T] of token rewards [N, T] under a bool mask [N, T], computed back to front:
+    G_t = Σ_{s≥t, s valid} γ^{k_s−k_t} r_s at a valid t, k_t = t's rank among the row's valid tokens; 0 at masked t.
+
+    A masked position inside a row (a multi-turn episode's observation tokens between two policy turns)
+    is skipped as if its column were deleted: the return is carried through the hole unchanged, with no
+    γ and no reward from it. A right-padded (contiguous) mask gives exactly the floats of the plain recursion.
+    """
     r = torch.where(response_mask, token_rewards, torch.zeros_like(token_rewards))
     out = torch.zeros_like(r)
     running = torch.zeros_like(r[:, 0])
     for t in range(r.shape[1] - 1, -1, -1):
-        running = r[:, t] + gamma * running
+        running = torch.where(response_mask[:, t], r[:, t] + gamma * running, running)
         out[:, t] = running
     return torch.where(response_mask, out, torch.zeros_like(out))
 

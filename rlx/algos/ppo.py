@@ -34,11 +34,15 @@ from rlx.registry import ALGOS
 
 
 def gae(token_rewards, values, response_mask, *, gamma: float, lam):
-    """(advantages, returns) [N, T]: GAE back to front, vectorised over the batch (one step per token);
-    ``lam`` a float or a per-row tensor [N] (VAPO's length-adaptive λ).
+    """(advantages, returns) [N, T] from token rewards [N, T], values V_old [N, T] and a bool mask [N, T]:
+    GAE back to front, vectorised over the batch (one step per token); ``lam`` a float or a per-row
+    tensor [N] (VAPO's length-adaptive λ).
 
-    Invalid (masked) positions are skipped: they carry the next valid state's value and advantage
-    through, get advantage 0 themselves, and V after the last valid token is 0 (terminal).
+    Invalid (masked) positions are skipped as if their columns were deleted: they carry the next valid
+    state's value and advantage through, get advantage and return 0 themselves, and V after the last
+    valid token is 0 (terminal). So a hole inside a row (a multi-turn episode's observation tokens
+    between two policy turns) adds no reward, no γ or λ decay and no value of its own: δ_t at the valid
+    token before a hole bootstraps from V of the first valid token after it.
     """
     n, T = token_rewards.shape
     lam = torch.as_tensor(lam, dtype=torch.float32, device=values.device).expand(n)

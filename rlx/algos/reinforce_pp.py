@@ -32,7 +32,9 @@ def batch_normalize(values: torch.Tensor, response_mask: torch.Tensor, eps: floa
 
 def reinforce_pp_advantages(scores: torch.Tensor, response_mask: torch.Tensor, kl: torch.Tensor | None = None,
                             kl_coef: float = 0.0, gamma: float = 1.0) -> torch.Tensor:
-    """Token advantages [N, T] of REINFORCE++ from sequence scores [N] and per-token KL [N, T] (or None)."""
+    """Token advantages [N, T] of REINFORCE++ from sequence scores [N], a bool mask [N, T] and per-token KL
+    [N, T] (or None). A hole in the mask (a multi-turn episode's observation tokens) is carried through
+    undiscounted by ``returns_to_go`` and left out of the batch statistics; it gets advantage 0."""
     kl = torch.zeros_like(response_mask, dtype=torch.float32) if kl is None else kl
     token_rewards = kl_penalized_token_rewards(scores.to(torch.float32), kl, response_mask, kl_coef)
     return batch_normalize(returns_to_go(token_rewards, response_mask, gamma), response_mask)

@@ -24,7 +24,8 @@ from rlx.registry import ALGOS
 def reinforce_pp_baseline_advantages(scores: torch.Tensor, response_mask: torch.Tensor, group_size: int,
                                      kl: torch.Tensor | None = None, kl_coef: float = 0.0,
                                      gamma: float = 1.0) -> torch.Tensor:
-    """Token advantages [N, T]: group-mean-centred scores, KL returns, then batch normalisation."""
+    """Token advantages [N, T] from scores [N] and a bool mask [N, T]: group-mean-centred scores, KL returns
+    (a hole in the mask carried through, as in ``reinforce_pp_advantages``), then batch normalisation."""
     centred = group_normalize(scores.to(torch.float32), group_size, scale=False)
     return reinforce_pp_advantages(centred, response_mask, kl, kl_coef, gamma)
 

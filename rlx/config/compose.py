@@ -26,7 +26,7 @@ from rlx.config.values import (  # noqa: F401 - ConfigError is re-exported
 from rlx.registry import closest
 
 CONF_DIR = (Path(__file__).resolve().parents[2] / "conf").resolve()
-GROUPS = ("algo", "model", "reward", "data", "hardware", "tracker", "experiment")
+GROUPS = ("algo", "model", "reward", "data", "env", "hardware", "tracker", "experiment")
 
 
 def group_choices(group: str, conf_dir: Path = CONF_DIR, extra_dir=None) -> list[str]:

@@ -45,6 +45,7 @@ def _check_ranges(cfg: DictConfig) -> None:
     _need(cfg.rollout.temperature > 0, f"rollout.temperature={cfg.rollout.temperature}: must be > 0")
     _need(0 < cfg.rollout.top_p <= 1, f"rollout.top_p={cfg.rollout.top_p}: must be in (0, 1]")
     _check_tracker(cfg)
+    _check_env(cfg)
     if "group_size" in a:   # the algorithm checks its own minimum (rlx/algos: check_algorithm)
         _need(a.group_size >= 1, f"algo.group_size={a.group_size}: must be >= 1")
         _check_batch_units(cfg)
@@ -116,6 +117,23 @@ def _check_correction(r: DictConfig) -> None:
           f"or true, not false")
 
 
+def _check_env(cfg: DictConfig) -> None:
+    """env.* limits (rlx/envs); a multi-turn env needs an engine that generates from token ids (and an online
+    algorithm: check_algorithm)."""
+    e = cfg.get("env")
+    if e is None:
+        return
+    _need(e.max_turns >= 1, f"env.max_turns={e.max_turns}: must be >= 1")
+    _need(e.max_context_tokens >= 2, f"env.max_context_tokens={e.max_context_tokens}: must be >= 2")
+    _need(e.tool_timeout_s > 0, f"env.tool_timeout_s={e.tool_timeout_s}: must be > 0")
+    if e.name == "single":
+        _need(e.max_turns == 1, f"env.max_turns={e.max_turns}: env=single has one turn; choose a multi-turn env "
+              "(env=calculator|retry|guess)")
+        return
+    _need(cfg.rollout.engine == "hf", f"rollout.engine={cfg.rollout.engine}: env={e.name} takes several turns and "
+          "needs rollout.engine=hf (generation from token ids)")
+
+
 def check_algorithm(cfg: DictConfig):
     """Build the algorithm, which checks its own keys and values (rlx/algos/base.py), then its checks against the
     other groups, and the rollout correction it must take. Returns the algorithm; raises ``ConfigError``. Imports the
@@ -124,6 +142,10 @@ def check_algorithm(cfg: DictConfig):
 
     algo = build("algo", cfg.algo)   # raises ConfigError naming the key
     algo.check_config(cfg)
+    env = cfg.get("env")
+    _need(env is None or env.name == "single" or algo.trainer == "online",
+          f"env={env.name if env else ''}: algo={cfg.algo.name} does not roll out (trainer '{algo.trainer}'); a "
+          "multi-turn env needs an online algorithm (algo=grpo, gigpo, ...)")
     _check_correction_support(cfg, algo)
     return algo
 

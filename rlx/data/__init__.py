@@ -1,3 +1,13 @@
 """Prompt and preference datasets. Importing registers them."""
 
-from rlx.data import arithmetic, arithmetic_demos, arithmetic_pref, gsm8k, hh_rlhf, jsonl, preference  # noqa: F401
+from rlx.data import (  # noqa: F401
+    arithmetic,
+    arithmetic_demos,
+    arithmetic_pref,
+    calculator,
+    gsm8k,
+    guess,
+    hh_rlhf,
+    jsonl,
+    preference,
+)

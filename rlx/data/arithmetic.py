@@ -21,7 +21,7 @@ class ArithmeticTask:
     def __init__(self, ops: str = "+", max_operand: int = 99, eval_size: int = 500, dev_size: int = 200,
                  seed: int = 1234, name: str = "arithmetic"):
         self.name, self.ops, self.max_operand, self.seed = name, ops, max_operand, seed
-        n_problems = len(ops) * (max_operand + 1) ** 2
+        n_problems = self.n_problems()
         if eval_size + dev_size > n_problems // 2:
             raise ValueError(f"data.eval_size + data.dev_size = {eval_size + dev_size} leaves too few of the "
                              f"{n_problems} problems for training")
@@ -36,6 +36,9 @@ class ArithmeticTask:
         self._heldout = seen
         self._eval = [self.record(p) for p in held[:eval_size]]
         self._dev = [self.record(p) for p in held[eval_size:]]
+
+    def n_problems(self) -> int:
+        return len(self.ops) * (self.max_operand + 1) ** 2
 
     def _draw(self, rng: random.Random) -> tuple:
         return rng.randint(0, self.max_operand), rng.choice(self.ops), rng.randint(0, self.max_operand)

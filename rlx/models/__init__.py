@@ -76,9 +76,10 @@ def make_reference(model):
 
 
 @MODELS.register("hub")
-def load_hub(cfg, log=print):
+def load_hub(cfg, log=print, **task):
     """(model, tokenizer) from ``model.path`` or ``model.hub_id``; ``model.init=random`` builds the
-    architecture in ``model.arch`` without weights (no hub access needed)."""
+    architecture in ``model.arch`` without weights (no hub access needed). ``task`` (the run's env and data
+    nodes, which the embedded model's warm start reads) is not used."""
     if cfg.init == "random":
         model, tok = random_from_arch(cfg, log)
     else:

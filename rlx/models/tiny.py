@@ -27,9 +27,13 @@ def cache_root() -> Path:
     return Path(os.environ.get("RLX_CACHE", Path.home() / ".cache" / "rlx"))
 
 
-def recipe_hash(cfg) -> str:
+def recipe_hash(cfg, task: dict | None = None) -> str:
+    """The cache key of an embedded build: the model recipe, and for a multi-turn env its warm-start task
+    (``trainers.embedded.env_task``); None leaves the single-turn key as it always was."""
     keys = OmegaConf.to_container(cfg, resolve=True)
     keys = {k: keys[k] for k in ("arch", "vocab_size", "warm_start", "init")}
+    if task is not None:
+        keys["task"] = task
     import torch
     import transformers
 

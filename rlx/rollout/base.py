@@ -27,6 +27,13 @@ class Rollout:
     texts: list[str]
     gen_tokens: int = 0
     engine_logp: torch.Tensor | None = None
+    # multi-turn episodes (rlx/rollout/episodes.py): the response columns hold turns and observations
+    attention: torch.Tensor | None = None     # [N, T] attention of the response columns (None: response_mask)
+    turn: torch.Tensor | None = None          # [N, T] long, rlx.batch.Batch.turn
+    turn_state: torch.Tensor | None = None    # [N, T] long, rlx.batch.Batch.turn_state
+    reward_scale: torch.Tensor | None = None  # [N] float32 factor on the total reward (Episode.reward_scale)
+    episode_metrics: dict | None = None       # episode/*, tool/*, env/* of these N episodes
+    tree: torch.Tensor | None = None          # [N] long, rlx.batch.Batch.tree (tree rollouts)
 
 
 def records_logprobs(cfg, free: bool) -> bool:
@@ -42,6 +49,11 @@ def records_logprobs(cfg, free: bool) -> bool:
 class RolloutEngine:
     def generate(self, prompts: list[str], n: int = 1, greedy: bool = False) -> Rollout:  # pragma: no cover
         raise NotImplementedError
+
+    def generate_ids(self, ids: torch.Tensor, am: torch.Tensor, n: int = 1, greedy: bool = False) -> Rollout:
+        """As ``generate`` from left-padded token ids [B, P] and their attention mask (multi-turn contexts)."""
+        raise NotImplementedError(f"{type(self).__name__} does not generate from token ids; multi-turn envs need "
+                                  "rollout.engine=hf")
 
     def sync_weights(self, model) -> None:
         """Engines that hold their own copy of the weights (vLLM) refresh them here."""

@@ -41,9 +41,11 @@ class HFEngine(RolloutEngine):
         enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
-    @torch.no_grad()
     def generate(self, prompts: list[str], n: int = 1, greedy: bool = False) -> Rollout:
-        ids, am = self.encode(prompts)
+        return self.generate_ids(*self.encode(prompts), n=n, greedy=greedy)
+
+    @torch.no_grad()
+    def generate_ids(self, ids: torch.Tensor, am: torch.Tensor, n: int = 1, greedy: bool = False) -> Rollout:
         was_training = self.model.training
         self.model.eval()
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):

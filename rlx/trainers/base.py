@@ -27,6 +27,7 @@ from rlx.metrics import peak_mem_gb
 from rlx.models import lean as lean_forward
 from rlx.models import make_reference, memory
 from rlx.registry import ENGINES
+from rlx.rollout.episodes import EpisodeRunner
 from rlx.runtime import speed
 from rlx.runtime.checkpoint import (
     Checkpointer,
@@ -69,7 +70,8 @@ class Trainer:
         self.data = build("data", cfg.data)
         self.reward = build("reward", cfg.reward)
         memory.check(cfg, "ref_logp" in self.algo.requires, log=self.console.print)
-        self.model, self.tok = build("model", cfg.model, log=self.console.print)
+        self.env = build("env", cfg.env) if cfg.get("env") is not None else None   # None: single-turn (older configs)
+        self.model, self.tok = build("model", cfg.model, log=self.console.print, env=cfg.get("env"), data=cfg.data)
         self.model.to(self.device).train()
         self.autocast = speed.prepare(self.model, hw.get("autocast"), self.device, log=self.console.print)
         self.ref = make_reference(self.model) if "ref_logp" in self.algo.requires else None
@@ -87,6 +89,9 @@ class Trainer:
         self.console.print(f"[rlx] lean forward: {'on' if why is None else f'off ({why})'}")
         self.engine = ENGINES.get(cfg.rollout.engine)(cfg.rollout, self.model, self.tok, device=self.device,
                                                       autocast=self.autocast)
+        self.episodes = None   # multi-turn envs: rollouts are episodes (rlx/rollout/episodes.py)
+        if self.env is not None and self.env.multi_turn:
+            self.episodes = EpisodeRunner(self.env, self.engine, self.tok, cfg.rollout.max_new_tokens)
         if hasattr(self.data, "prepare"):   # datasets that format and measure prompts with the tokenizer
             self.data.prepare(self.tok)
             if hasattr(self.data, "summary"):
@@ -242,12 +247,23 @@ class Trainer:
         """eval/<data>/accuracy, failures, pass@k and maj@k (rlx/trainers/evaluation.py)."""
         return evaluation.evaluate(self)
 
+    def sample(self, records: list[dict], n: int = 1, greedy: bool = False):
+        """``Rollout`` of n samples per record: single-turn completions, or whole episodes with a multi-turn env."""
+        if self.episodes is not None:
+            return self.episodes.run(records, n=n, greedy=greedy)
+        return self.engine.generate([r["prompt"] for r in records], n=n, greedy=greedy)
+
     def reward_fields(self, records: list[dict], out, n: int, train: bool = False) -> dict:
         """Keyword fields of a reward call on ``out`` (n samples per record, contiguous): the records'
         fields but the prompt, and ``completion_ids`` (response tokens up to and including EOS, as TRL
         passes them). A label-free algorithm's training call gets no data fields, only its pseudo-labels."""
-        lens = out.response_mask.sum(-1).tolist()
-        fields = {"completion_ids": [row[:m] for row, m in zip(out.completion_ids.tolist(), lens)]}
+        if out.turn is None:
+            lens = out.response_mask.sum(-1).tolist()
+            fields = {"completion_ids": [row[:m] for row, m in zip(out.completion_ids.tolist(), lens)]}
+        else:   # episodes: the final turn's tokens, the completion that is scored
+            last = out.turn.max(-1, keepdim=True).values
+            fields = {"completion_ids": [row[sel].tolist() for row, sel in zip(out.completion_ids, (out.turn == last)
+                                                                              & out.response_mask)]}
         if train and self.algo.label_free:
             labels = self.algo.pseudo_labels(self.reward.answers(out.texts), n)
             return fields if labels is None else {**fields, "answer": labels}

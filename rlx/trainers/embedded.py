@@ -10,17 +10,35 @@ import shutil
 import time
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from rlx.data.arithmetic import ArithmeticTask
 from rlx.models import load_pretrained, prepare
 from rlx.models.tiny import _lock, build_model, build_tokenizer, cache_root, recipe_hash
-from rlx.registry import MODELS
-from rlx.trainers.sft import warm_start
+from rlx.registry import DATA, ENVS, MODELS
+from rlx.trainers.sft import env_warm_start, warm_start
 
 
-def ensure_tiny(cfg, log=print) -> Path:
-    """Directory of the embedded model for this recipe, building it if it is not cached."""
+def env_task(env_cfg, data_cfg) -> dict | None:
+    """The warm-start task of a multi-turn env (its name, warm-start settings and demo keys, and the data set it
+    draws records from), part of the cache key; None for a single-turn run (the embedded arithmetic build)."""
+    if env_cfg is None or not ENVS.get(env_cfg.name)(env_cfg).multi_turn:
+        return None
+    env = ENVS.get(env_cfg.name)(env_cfg)
+    data = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items()
+            if k not in ("prompts_per_step", "eval_k")}
+    return {"env": env_cfg.name, "warm_start": OmegaConf.to_container(env_cfg.warm_start, resolve=True),
+            "demo_keys": {k: env_cfg[k] for k in env.demo_keys}, "data": data}
+
+
+def ensure_tiny(cfg, log=print, env=None, data=None) -> Path:
+    """Directory of the embedded model for this recipe, building it if it is not cached. With a multi-turn
+    ``env`` (and its ``data`` node) the build learns that env's format from its demonstrations (env_warm_start)."""
     import torch
 
+    task = env_task(env, data)
+    if task is not None:
+        return _ensure_env_tiny(cfg, env, data, task, log)
     out = cache_root() / f"tiny-{recipe_hash(cfg)}"
     if (out / "rlx_build.json").exists():
         return out
@@ -38,23 +56,54 @@ def ensure_tiny(cfg, log=print) -> Path:
         if cfg.init == "pretrained":
             log(f"[rlx] building the embedded model (first use): SFT warm start to dev accuracy {w.dev_target}")
             info.update(warm_start(model, tok, task, w, log=log))
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        info["build_s"] = round(time.perf_counter() - t0, 2)
-        (tmp / "rlx_build.json").write_text(json.dumps(info, indent=1))
-        os.replace(tmp, out)
-        log(f"[rlx] embedded model cached at {out} ({info['params']:,} params, {info['build_s']} s)")
+        _save(model, tok, out, info, t0, log)
     return out
 
 
+def _ensure_env_tiny(cfg, env_cfg, data_cfg, task: dict, log) -> Path:
+    import torch
+
+    key = recipe_hash(cfg, task)
+    out = cache_root() / f"tiny-{key}"
+    if (out / "rlx_build.json").exists():
+        return out
+    with _lock(cache_root() / f".tiny-{key}.lock"), torch.random.fork_rng(devices=[]):
+        if (out / "rlx_build.json").exists():
+            return out
+        t0 = time.perf_counter()
+        data, env = DATA.get(data_cfg.name)(data_cfg), ENVS.get(env_cfg.name)(env_cfg)
+        corpus = data.corpus() + [r["prompt"] + "".join(seg[0] for seg in env.demo(r))
+                                  for r in data.train_batch(10**7, 2000)] + env.corpus_extra()
+        tok = build_tokenizer(corpus, cfg.vocab_size)
+        model = build_model(cfg, tok)
+        info = {"params": sum(p.numel() for p in model.parameters()), "recipe": key, "env": env_cfg.name}
+        if cfg.init == "pretrained":
+            w = OmegaConf.merge(cfg.warm_start, env_cfg.warm_start)
+            log(f"[rlx] building the embedded model for env={env_cfg.name} (first use): SFT on its demonstrations "
+                f"to dev accuracy {w.dev_target}")
+            info.update(env_warm_start(model, tok, data, env, w, log=log))
+        _save(model, tok, out, info, t0, log)
+    return out
+
+
+def _save(model, tok, out: Path, info: dict, t0: float, log) -> None:
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    info["build_s"] = round(time.perf_counter() - t0, 2)
+    (tmp / "rlx_build.json").write_text(json.dumps(info, indent=1))
+    os.replace(tmp, out)
+    log(f"[rlx] embedded model cached at {out} ({info['params']:,} params, {info['build_s']} s)")
+
+
 @MODELS.register("embedded")
-def load_embedded(cfg, log=print):
-    """(model, tokenizer) of the embedded model; ``model.path`` overrides the cached build."""
-    path = cfg.path or ensure_tiny(cfg, log=log)
+def load_embedded(cfg, log=print, env=None, data=None):
+    """(model, tokenizer) of the embedded model; ``model.path`` overrides the cached build. A multi-turn ``env``
+    (with its ``data`` node) selects the build warm-started on that env's demonstrations."""
+    path = cfg.path or ensure_tiny(cfg, log=log, env=env, data=data)
     model, tok = load_pretrained(path, cfg.dtype)
     return prepare(model, cfg, log), tok

@@ -37,7 +37,7 @@ def eval_samples(trainer, records: list[dict], n: int, greedy: bool):
     scores, answers, size = [], [], max(1, 512 // n)
     for i in range(0, len(records), size):
         chunk = records[i:i + size]
-        out = trainer.engine.generate([r["prompt"] for r in chunk], n=n, greedy=greedy)
+        out = trainer.sample(chunk, n=n, greedy=greedy)
         prompts = [r["prompt"] for r in chunk for _ in range(n)]
         scored = trainer.reward.score(prompts, out.texts, **trainer.reward_fields(chunk, out, n))
         scores += [s if math.isfinite(s) else math.nan for s in scored["score"]]

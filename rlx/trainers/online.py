@@ -27,7 +27,7 @@ import time
 import torch
 
 from rlx.batch import Batch, LossInputs, concat_batches  # noqa: F401 (Batch: the loop's batch type, re-exported)
-from rlx.metrics import MetricAccumulator, advantage_metrics, merged_rollout_metrics
+from rlx.metrics import MetricAccumulator, advantage_metrics, merged_episode_metrics, merged_rollout_metrics
 from rlx.models.logprobs import token_logprobs
 from rlx.ops import masked_mean
 from rlx.registry import TRAINERS
@@ -105,6 +105,7 @@ class OnlineTrainer(Trainer):
             if n_kept >= B:
                 break
         metrics = merged_rollout_metrics([r[1] for r in rounds], G)
+        metrics.update(merged_episode_metrics([r[1]["episode_metrics"] for r in rounds]))
         metrics["groups/kept_frac"] = n_pass / (B * len(rounds))
         if max_rounds > 1:
             metrics[f"{self.algo.name}/gen_rounds"] = float(len(rounds))
@@ -121,11 +122,14 @@ class OnlineTrainer(Trainer):
         records = self.data.train_batch(self.cursor, B)
         self.cursor += B
         t0 = time.perf_counter()
-        out = self.engine.generate([r["prompt"] for r in records], n=G)
+        # completions, or whole episodes with a multi-turn env (independent, or a tree the algorithm grows)
+        out = self.algo.sample_episodes(self.episodes, records, G) if self.episodes else self.sample(records, n=G)
         gen_s = time.perf_counter() - t0
         fields = self.reward_fields(records, out, G, train=True)   # no data fields for label-free algorithms
         prompts = [r["prompt"] for r in records for _ in range(G)]
         scored = self.reward.score(prompts, out.texts, **fields)
+        if out.reward_scale is not None:   # an episode's factor on its reward (env=retry's per-turn discount)
+            scored["total"] = [t * float(f) for t, f in zip(scored["total"], out.reward_scale)]
         self.last_scored = (prompts, out.texts, scored)   # for Trainer.record_samples (rlx.track.samples)
         # rewards and their bookkeeping live on the CPU (the reward functions return Python numbers); the engine's
         # masks come from the generation device, so they are brought over once here (a no-op on a CPU run)
@@ -134,7 +138,7 @@ class OnlineTrainer(Trainer):
                                                         gen_mask, self.cfg.rollout.max_new_tokens)
         scored["total"] = shaped.tolist()
         raw = dict(scored, response_mask=gen_mask, truncated=truncated, gen_s=gen_s,
-                   gen_tokens=out.gen_tokens, shape_metrics=shape_metrics)
+                   gen_tokens=out.gen_tokens, shape_metrics=shape_metrics, episode_metrics=out.episode_metrics)
         rewards = shaped.clone()
         failed = torch.tensor(scored["failed"])
         resp_mask = gen_mask & ~failed.unsqueeze(-1)   # unscorable samples never train
@@ -143,8 +147,12 @@ class OnlineTrainer(Trainer):
             fill = torch.nanmean(g, -1, keepdim=True).nan_to_num(0.0).expand_as(g).reshape(-1)
             rewards = torch.where(failed, fill, rewards)
         ids = torch.cat([out.prompt_ids, out.completion_ids], 1)
-        am = torch.cat([out.prompt_mask, out.response_mask.long()], 1)
-        batch = Batch(ids, am, resp_mask.to(self.device), rewards.to(self.device))
+        am = torch.cat([out.prompt_mask, (out.attention if out.attention is not None else out.response_mask.long())], 1)
+        batch = Batch(ids.to(self.device), am.to(self.device), resp_mask.to(self.device), rewards.to(self.device))
+        if out.turn is not None:
+            batch.turn, batch.turn_state = out.turn.to(self.device), out.turn_state.to(self.device)
+        if out.tree is not None:
+            batch.tree = out.tree.to(self.device)
         if out.engine_logp is not None:
             batch.engine_logp = out.engine_logp.to(self.device)
         if "greedy_baseline" in self.algo.requires:
@@ -155,7 +163,7 @@ class OnlineTrainer(Trainer):
     def _greedy_rewards(self, records: list[dict], G: int) -> torch.Tensor:
         """Total reward [B*G] of one greedy decode per prompt, repeated for its G samples (NaN = unscorable)."""
         prompts = [r["prompt"] for r in records]
-        out = self.engine.generate(prompts, n=1, greedy=True)
+        out = self.sample(records, n=1, greedy=True)
         fields = self.reward_fields(records, out, 1, train=True)   # the training reward's fields (completion_ids, ...)
         total = self.reward.score(prompts, out.texts, **fields)["total"]
         return torch.tensor(total, dtype=torch.float32).repeat_interleave(G).to(self.device)

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from rlx.algos.sft import sft_loss
-from rlx.models.encode import encode_sft
+from rlx.models.encode import encode_episodes, encode_sft
 from rlx.models.logprobs import token_logprobs
 from rlx.registry import TRAINERS
 from rlx.trainers.base import Trainer
@@ -52,6 +52,48 @@ def warm_start(model, tok, task, w, log=print) -> dict:
                 break
     eval_acc = greedy_accuracy(engine, task.eval_set())
     log(f"[rlx] warm start: {step} SFT steps, {time.perf_counter() - t0:.1f} s, dev {acc:.3f}, eval {eval_acc:.3f}")
+    return {"sft_steps": step, "dev_accuracy": acc, "eval_accuracy": eval_acc}
+
+
+def episode_accuracy(runner, records) -> float:
+    """Share of greedy episodes whose final turn equals the record's answer."""
+    out = runner.run(records, n=1, greedy=True)
+    return sum(t.strip() == r["answer"] for t, r in zip(out.texts, records)) / len(records)
+
+
+def env_warm_start(model, tok, task, env, w, log=print) -> dict:
+    """SFT on ``env``'s demonstrations of ``task``'s training records (``Env.demo``: only the trained turns carry
+    the loss) until the greedy episode accuracy on the dev set reaches ``w.dev_target``."""
+    from rlx.rollout.episodes import EpisodeRunner
+    from rlx.rollout.hf import HFEngine
+
+    torch.manual_seed(w.seed)
+    turn_tokens = max(len(tok(seg[0], add_special_tokens=False)["input_ids"])
+                      for r in task.dev_set()[:50] for seg in env.demo(r) if seg[1]) + 2
+    engine = HFEngine(model, tok, OmegaConf.create({"max_new_tokens": turn_tokens, "temperature": 1.0,
+                                                    "top_k": 0, "top_p": 1.0}))
+    runner = EpisodeRunner(env, engine, tok, turn_tokens)
+    optim = torch.optim.AdamW(model.parameters(), lr=w.lr, betas=(0.9, 0.98), weight_decay=0.0, fused=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda i: min(1.0, (i + 1) / 20))
+    model.train()
+    t0, acc, step = time.perf_counter(), 0.0, 0
+    for step in range(1, w.max_steps + 1):
+        records = task.train_batch((step - 1) * w.batch_size, w.batch_size)
+        ids, am, mask, T = encode_episodes(tok, [r["prompt"] for r in records], [env.demo(r) for r in records])
+        logp, _ = token_logprobs(model, ids, am, T)
+        loss, _ = sft_loss(logp, mask, "token_mean")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+        sched.step()
+        if step % w.check_every == 0:
+            acc = episode_accuracy(runner, task.dev_set())
+            if acc >= w.dev_target:
+                break
+    eval_acc = episode_accuracy(runner, task.eval_set())
+    log(f"[rlx] warm start on env={env.name}: {step} SFT steps, {time.perf_counter() - t0:.1f} s, dev {acc:.3f}, "
+        f"eval {eval_acc:.3f}")
     return {"sft_steps": step, "dev_accuracy": acc, "eval_accuracy": eval_acc}
 
 
