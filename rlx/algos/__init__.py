@@ -1,14 +1,16 @@
 """One file per algorithm: its advantage estimator and loss as pure tensor functions, and the frozen dataclass the
 registry builds from its preset (rlx/algos/base.py)."""
 
-# Families: GRPO (cispo dapo dr_grpo gmpo grpo gspo gspo_token); PPO with a critic (ppo ppo_ptx vapo; rm trains reward
-# models); critic-free REINFORCE (raft raft_pp reinforce reinforce_pp reinforce_pp_baseline reinforce_rej
-# remax rloo); label-free (rlsc ttrl); offline preference (dpo ipo kto odpo orpo rrhf simpo); sft.
+# Families: GRPO (cispo dapo dr_grpo gigpo gmpo grpo gspo gspo_token tree_grpo ufo); PPO with a critic (ppo
+# ppo_ptx vapo; rm trains reward models); critic-free REINFORCE (raft raft_pp reinforce reinforce_pp
+# reinforce_pp_baseline reinforce_rej remax rloo); label-free (rlsc ttrl); offline preference (dpo ipo kto
+# odpo orpo rrhf simpo); sft.
 from rlx.algos import (  # noqa: F401
     cispo,
     dapo,
     dpo,
     dr_grpo,
+    gigpo,
     gmpo,
     grpo,
     gspo,
@@ -32,6 +34,8 @@ from rlx.algos import (  # noqa: F401
     rrhf,
     sft,
     simpo,
+    tree_grpo,
     ttrl,
+    ufo,
     vapo,
 )

@@ -26,7 +26,7 @@ class GuessTask:
         for i in range(cursor, cursor + n):
             rng = random.Random(f"{self.seed}-train-{i}")
             size = rng.choice(self.sizes)
-            out.append(self.record(size, rng.randint(1, size)))
+            out.append({**self.record(size, rng.randint(1, size)), "i": i})   # i: the stream index (demo seed)
         return out
 
     def eval_set(self) -> list[dict]:

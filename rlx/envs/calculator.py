@@ -7,11 +7,13 @@ scored by the reward group (data=calculator's exact answer). A call that does no
 anything else) ends the episode as a malformed tool call (``tool/errors``, ``env/failures``).
 ``env.tool=false`` switches the tool off: every call answers ``<r>?</r>``, the baseline the tool must beat.
 
-Demonstrations for the embedded model's warm start: prompt, the call, its result, the answer.
+Demonstrations for the embedded model's warm start: prompt, the call, its result, the answer; or, for a share
+``1 - env.warm_start.tool_share`` of them, the answer at once.
 """
 
 from __future__ import annotations
 
+import random
 import re
 
 from rlx.envs.base import Env, EnvError, Episode
@@ -61,11 +63,16 @@ class Calculator(Env):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.tool = bool(cfg.tool)
+        self.tool_share = float(cfg.warm_start.tool_share)
 
     def start(self, record: dict) -> CalculatorEpisode:
         return CalculatorEpisode(record, self.tool)
 
     def demo(self, record: dict) -> list[tuple[str, bool, bool]]:
+        """A share ``env.warm_start.tool_share`` of the demonstrations calls the tool; the others answer at once
+        (the model cannot multiply, so it learns the format of both and RL must learn when to call)."""
+        if random.Random(record["prompt"]).random() >= self.tool_share:
+            return [(record["answer"], True, True)]
         expr = record["prompt"].rstrip("=")
         return [(f"<calc>{expr}</calc>", True, True), (f"<r>{record['answer']}</r>", False, False),
                 (record["answer"], True, True)]

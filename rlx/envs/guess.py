@@ -7,10 +7,13 @@ episode of a prompt starts from 1..n; every one that guessed 8 of 1..15 and hear
 anchor states GiGPO groups actions by. A guess that is not an integer ends the episode (``tool/errors``,
 ``env/failures``).
 
-Demonstrations for the warm start: binary search, which finds any secret in ceil(log2(n + 1)) guesses.
+Demonstrations for the warm start: a random guess inside the open interval each turn, a valid strategy that is
+slower than bisection (which finds any secret in ceil(log2(n + 1)) guesses, within env.max_turns).
 """
 
 from __future__ import annotations
+
+import random
 
 from rlx.envs.base import Env, EnvError, Episode
 from rlx.registry import ENVS
@@ -45,9 +48,13 @@ class Guess(Env):
         return GuessEpisode(record)
 
     def demo(self, record: dict) -> list[tuple[str, bool, bool]]:
+        """A valid but slow search: each guess uniform in the interval the feedback leaves open (seeded by the
+        record's stream index), which needs about 2 ln n guesses where bisection needs log2 n; RL has to find
+        the better guess from each state."""
         lo, hi, secret, out = 1, int(record["n"]), int(record["answer"]), []
+        rng = random.Random(f"{record['prompt']}{secret}-{record.get('i', 0)}")
         while True:
-            g = (lo + hi) // 2
+            g = rng.randint(lo, hi)
             out.append((str(g), True, True))
             if g == secret:
                 return out

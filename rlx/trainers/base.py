@@ -254,21 +254,8 @@ class Trainer:
         return self.engine.generate([r["prompt"] for r in records], n=n, greedy=greedy)
 
     def reward_fields(self, records: list[dict], out, n: int, train: bool = False) -> dict:
-        """Keyword fields of a reward call on ``out`` (n samples per record, contiguous): the records'
-        fields but the prompt, and ``completion_ids`` (response tokens up to and including EOS, as TRL
-        passes them). A label-free algorithm's training call gets no data fields, only its pseudo-labels."""
-        if out.turn is None:
-            lens = out.response_mask.sum(-1).tolist()
-            fields = {"completion_ids": [row[:m] for row, m in zip(out.completion_ids.tolist(), lens)]}
-        else:   # episodes: the final turn's tokens, the completion that is scored
-            last = out.turn.max(-1, keepdim=True).values
-            fields = {"completion_ids": [row[sel].tolist() for row, sel in zip(out.completion_ids, (out.turn == last)
-                                                                              & out.response_mask)]}
-        if train and self.algo.label_free:
-            labels = self.algo.pseudo_labels(self.reward.answers(out.texts), n)
-            return fields if labels is None else {**fields, "answer": labels}
-        keys = dict.fromkeys(k for r in records for k in r if k != "prompt")
-        return {**fields, **{k: [r.get(k) for r in records for _ in range(n)] for k in keys}}
+        """Keyword fields of a reward call on ``out`` (evaluation.reward_fields)."""
+        return evaluation.reward_fields(self.algo, self.reward, records, out, n, train)
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> Path:

@@ -78,7 +78,8 @@ def _ensure_env_tiny(cfg, env_cfg, data_cfg, task: dict, log) -> Path:
         model = build_model(cfg, tok)
         info = {"params": sum(p.numel() for p in model.parameters()), "recipe": key, "env": env_cfg.name}
         if cfg.init == "pretrained":
-            w = OmegaConf.merge(cfg.warm_start, env_cfg.warm_start)
+            w = OmegaConf.merge(OmegaConf.to_container(cfg.warm_start, resolve=True),
+                                OmegaConf.to_container(env_cfg.warm_start, resolve=True))
             log(f"[rlx] building the embedded model for env={env_cfg.name} (first use): SFT on its demonstrations "
                 f"to dev accuracy {w.dev_target}")
             info.update(env_warm_start(model, tok, data, env, w, log=log))

@@ -44,3 +44,25 @@ def eval_samples(trainer, records: list[dict], n: int, greedy: bool):
         if n > 1 and trainer.reward.can_extract:
             answers += trainer.reward.answers(out.texts)
     return scores, (answers if n > 1 and trainer.reward.can_extract else None)
+
+
+def completion_ids(out) -> list[list[int]]:
+    """The scored completion's token ids per sample: the response up to and including EOS, or with episodes the
+    final turn's tokens."""
+    if out.turn is None:
+        lens = out.response_mask.sum(-1).tolist()
+        return [row[:m] for row, m in zip(out.completion_ids.tolist(), lens)]
+    last = (out.turn == out.turn.max(-1, keepdim=True).values) & out.response_mask
+    return [row[sel].tolist() for row, sel in zip(out.completion_ids, last)]
+
+
+def reward_fields(algo, reward, records: list[dict], out, n: int, train: bool = False) -> dict:
+    """Keyword fields of a reward call on ``out`` (n samples per record, contiguous): the records' fields but the
+    prompt, and ``completion_ids`` (as TRL passes them). A label-free algorithm's training call gets no data
+    fields, only its pseudo-labels."""
+    fields = {"completion_ids": completion_ids(out)}
+    if train and algo.label_free:
+        labels = algo.pseudo_labels(reward.answers(out.texts), n)
+        return fields if labels is None else {**fields, "answer": labels}
+    keys = dict.fromkeys(k for r in records for k in r if k != "prompt")
+    return {**fields, **{k: [r.get(k) for r in records for _ in range(n)] for k in keys}}

@@ -63,7 +63,7 @@ def episode_accuracy(runner, records) -> float:
 
 def env_warm_start(model, tok, task, env, w, log=print) -> dict:
     """SFT on ``env``'s demonstrations of ``task``'s training records (``Env.demo``: only the trained turns carry
-    the loss) until the greedy episode accuracy on the dev set reaches ``w.dev_target``."""
+    the loss) until the greedy episode accuracy on the dev set reaches ``w.dev_target`` (null: ``w.max_steps`` steps)."""
     from rlx.rollout.episodes import EpisodeRunner
     from rlx.rollout.hf import HFEngine
 
@@ -87,10 +87,11 @@ def env_warm_start(model, tok, task, env, w, log=print) -> dict:
         optim.step()
         optim.zero_grad(set_to_none=True)
         sched.step()
-        if step % w.check_every == 0:
+        if w.dev_target is not None and step % w.check_every == 0:   # null: all max_steps
             acc = episode_accuracy(runner, task.dev_set())
             if acc >= w.dev_target:
                 break
+    acc = episode_accuracy(runner, task.dev_set()) if w.dev_target is None else acc
     eval_acc = episode_accuracy(runner, task.eval_set())
     log(f"[rlx] warm start on env={env.name}: {step} SFT steps, {time.perf_counter() - t0:.1f} s, dev {acc:.3f}, "
         f"eval {eval_acc:.3f}")
