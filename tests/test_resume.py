@@ -41,7 +41,14 @@ DPO = [*FAST, "algo=dpo", "trainer.steps=8", "trainer.save_every=2", "trainer.ev
 DAPO = [*FAST, "algo=dapo", "trainer.steps=6", "trainer.save_every=2", "trainer.eval_every=3", "data.eval_size=16",
         "data.prompts_per_step=2", "trainer.mini_batch_size=8", "trainer.micro_batch_size=4",
         "trainer.update_epochs=2", "hardware.num_threads=1"]
-RUNS = {"grpo": (GRPO, 5), "dpo": (DPO, 5), "dapo": (DAPO, 3)}
+# GRPO on env=calculator: multi-turn episodes (tool call, result, answer). The embedded model is warm-started on
+# the env's demonstrations, all of them calling the tool, for 60 SFT steps (~15 s once per cache): it calls,
+# and copies imperfectly, so episodes take one to three turns.
+CALC = ["env=calculator", "env.warm_start.tool_share=1.0", "env.warm_start.max_steps=60", "data.dev_size=16",
+        "trainer.progress=false", "trainer.steps=6", "trainer.save_every=2", "trainer.eval_every=3",
+        "data.eval_size=16", "data.prompts_per_step=2", "trainer.mini_batch_size=8", "trainer.micro_batch_size=4",
+        "trainer.update_epochs=2", "hardware.num_threads=1"]
+RUNS = {"grpo": (GRPO, 5), "dpo": (DPO, 5), "dapo": (DAPO, 3), "calculator": (CALC, 3)}
 
 
 def steps_of(args) -> int:
@@ -176,11 +183,14 @@ def grpo_ref(refs):
     return refs("grpo")
 
 
-@pytest.mark.parametrize("name", ["grpo", "dpo", "dapo"])
+@pytest.mark.parametrize("name", ["grpo", "dpo", "dapo", "calculator"])
 @pytest.mark.slow
 def test_resume_after_sigkill_equals_uninterrupted(refs, tmp_path, name):
     args, n_kills = RUNS[name]
     ref, cut, steps = refs(name), tmp_path / "cut", steps_of(args)
+    if name == "calculator":   # the resumed run is a multi-turn one: tool calls and observations happened
+        rows = read_metrics(ref)[1:]
+        assert max(r["episode/turns_mean"] for r in rows) > 1.2 and sum(r["tool/calls_mean"] for r in rows) > 0
     kills = kill_chain(args, cut, kill_points(name))
     assert len({k["step"] for k in kills}) >= n_kills, kills
     a, b = strip_perf(read_metrics(ref)), strip_perf(read_metrics(cut))

@@ -80,8 +80,9 @@ def _ensure_env_tiny(cfg, env_cfg, data_cfg, task: dict, log) -> Path:
         if cfg.init == "pretrained":
             w = OmegaConf.merge(OmegaConf.to_container(cfg.warm_start, resolve=True),
                                 OmegaConf.to_container(env_cfg.warm_start, resolve=True))
+            until = f"{w.max_steps} steps" if w.dev_target is None else f"dev accuracy {w.dev_target}"
             log(f"[rlx] building the embedded model for env={env_cfg.name} (first use): SFT on its demonstrations "
-                f"to dev accuracy {w.dev_target}")
+                f"for {until}")
             info.update(env_warm_start(model, tok, data, env, w, log=log))
         _save(model, tok, out, info, t0, log)
     return out
