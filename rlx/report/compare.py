@@ -35,6 +35,9 @@ from rlx.report.seedstats import FINAL_WINDOW
 PANELS = [("reward/mean", "reward"), ("eval/*/accuracy", "eval accuracy"), ("policy/entropy", "entropy (nats/token)"),
           ("policy/kl_ref", "KL to reference"), ("response_length/mean", "response length (tokens)"),
           ("policy/clip_frac", "clip fraction")]
+# Multi-turn runs (rlx/envs) add their episode panels after these.
+EPISODE_PANELS = [("episode/turns_mean", "turns per episode"), ("tool/calls_mean", "tool calls per episode"),
+                  ("env/failures", "failed episodes per step")]
 # Stand-ins for panels no run logs (the offline family has no rollouts).
 FALLBACK = [("pref/accuracy", "preference accuracy"), ("pref/margin", "preference margin"),
             ("loss/total", "loss"), ("score/mean", "score")]
@@ -85,7 +88,7 @@ def resolve_panels(runs: list[Run]) -> list[tuple[str, str]]:
             break
         if key in logged and key not in dict(panels):
             panels.append((key, title))
-    return panels
+    return panels + [(k, t) for k, t in EPISODE_PANELS if k in logged]
 
 
 def logged_metrics(runs: list[Run]) -> list[str]:
@@ -241,7 +244,7 @@ def build_report(runs: list[Run], out: Path, by: str = "auto", threshold: float 
     seedstats.add_error_bars(groups, curves, runs_json)
     write_html(out / "report.html", title=title, notes=notes, panels=panels, labels=list(groups), curves=curves,
                runs=runs_json, header=header, cells=cells, failed=[(r.name, r.status, r.reason) for r in failed],
-               window=window, titles=dict(PANELS[1:] + FALLBACK + panels), xmap=x_axes(groups),
+               window=window, titles=dict(PANELS[1:] + FALLBACK + EPISODE_PANELS + panels), xmap=x_axes(groups),
                samples=samples_html(groups), stats=stats, why=reasons(groups, curves))
     write_png(out / "report.png", panels=panels, curves={key: _curves(groups, key, window) for key, _ in panels},
               labels=list(groups), title=title)
