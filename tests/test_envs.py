@@ -190,3 +190,21 @@ def test_one_turn_episode_loop_equals_single_turn_loop(tmp_path, warm_tiny):
             if not k.startswith("perf/"):
                 assert rb[k] == v, (k, v, rb[k])
     assert any(r.get("reward/mean", 0) > 0 for r in b)
+
+
+@pytest.mark.slow
+def test_every_online_algorithm_runs_on_a_multi_turn_env(tmp_path):
+    """Every online preset, unchanged, trains a step on env=guess through the public API (rlx.run): the episode
+    metrics are logged and nothing in an algorithm's file had to know about turns."""
+    from rlx.config import group_choices
+
+    online = [a for a in group_choices("algo") if rlx.build("algo", rlx.compose([f"algo={a}"]).algo).trainer == "online"]
+    assert {"grpo", "gigpo", "tree_grpo", "ppo", "reinforce_pp", "remax"} <= set(online)
+    for algo in online:
+        cfg = rlx.compose([f"algo={algo}", "env=guess", "trainer.steps=1", "data.prompts_per_step=2",
+                           "model.init=random", "trainer.progress=false", "trainer.eval_every=0",
+                           "hardware.num_threads=1"])
+        rlx.run(cfg, run_dir=tmp_path / algo)
+        row = read_metrics(tmp_path / algo)[1]
+        assert row["episode/turns_mean"] >= 1 and "env/failures" in row, algo
+        assert "eval/guess/accuracy" in row, algo

@@ -195,6 +195,9 @@ def check_cli(argv) -> list[DictConfig]:
             overrides.append(a)
         i += 1
     plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    hcfg = _compose_raw([], config_name, config_dir, hydra=True) if config_dir or multirun else None
+    if hcfg is not None and str(OmegaConf.select(hcfg, "hydra.mode")).endswith("MULTIRUN"):
+        multirun = True   # a sweep file (hydra.mode: MULTIRUN) sweeps without -m
     if not multirun:   # Hydra takes a comma list on the command line as a sweep only with -m
         for o in overrides:
             value = o.split("=", 1)[1] if "=" in o else ""
@@ -204,8 +207,7 @@ def check_cli(argv) -> list[DictConfig]:
                                   f"for a list value write [a,b]")
     _check_overrides(plain, config_dir)
     sweep_params = {}
-    if config_dir or multirun:
-        hcfg = _compose_raw([], config_name, config_dir, hydra=True)
+    if hcfg is not None:
         params = OmegaConf.select(hcfg, "hydra.sweeper.params") or {}
         sweep_params = {k: str(v) for k, v in params.items()}
         _check_overrides([f"{k}={v}" for k, v in sweep_params.items()], config_dir)

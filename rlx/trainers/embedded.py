@@ -37,55 +37,46 @@ def ensure_tiny(cfg, log=print, env=None, data=None) -> Path:
     import torch
 
     task = env_task(env, data)
-    if task is not None:
-        return _ensure_env_tiny(cfg, env, data, task, log)
-    out = cache_root() / f"tiny-{recipe_hash(cfg)}"
-    if (out / "rlx_build.json").exists():
-        return out
-    # The build seeds and draws from torch's global generator; fork_rng restores the caller's state after it,
-    # so a run that builds the model (cold cache) samples exactly as one that loads it (warm cache).
-    with _lock(cache_root() / f".tiny-{recipe_hash(cfg)}.lock"), torch.random.fork_rng(devices=[]):
-        if (out / "rlx_build.json").exists():
-            return out
-        t0 = time.perf_counter()
-        w = cfg.warm_start
-        task = ArithmeticTask(ops=w.task.ops, max_operand=w.task.max_operand, seed=w.task.seed)
-        tok = build_tokenizer(task.corpus(), cfg.vocab_size)
-        model = build_model(cfg, tok)
-        info = {"params": sum(p.numel() for p in model.parameters()), "recipe": recipe_hash(cfg)}
-        if cfg.init == "pretrained":
-            log(f"[rlx] building the embedded model (first use): SFT warm start to dev accuracy {w.dev_target}")
-            info.update(warm_start(model, tok, task, w, log=log))
-        _save(model, tok, out, info, t0, log)
-    return out
-
-
-def _ensure_env_tiny(cfg, env_cfg, data_cfg, task: dict, log) -> Path:
-    import torch
-
     key = recipe_hash(cfg, task)
     out = cache_root() / f"tiny-{key}"
     if (out / "rlx_build.json").exists():
         return out
+    # The build seeds and draws from torch's global generator; fork_rng restores the caller's state after it,
+    # so a run that builds the model (cold cache) samples exactly as one that loads it (warm cache).
     with _lock(cache_root() / f".tiny-{key}.lock"), torch.random.fork_rng(devices=[]):
         if (out / "rlx_build.json").exists():
             return out
         t0 = time.perf_counter()
-        data, env = DATA.get(data_cfg.name)(data_cfg), ENVS.get(env_cfg.name)(env_cfg)
-        corpus = data.corpus() + [r["prompt"] + "".join(seg[0] for seg in env.demo(r))
-                                  for r in data.train_batch(10**7, 2000)] + env.corpus_extra()
-        tok = build_tokenizer(corpus, cfg.vocab_size)
-        model = build_model(cfg, tok)
-        info = {"params": sum(p.numel() for p in model.parameters()), "recipe": key, "env": env_cfg.name}
-        if cfg.init == "pretrained":
-            w = OmegaConf.merge(OmegaConf.to_container(cfg.warm_start, resolve=True),
-                                OmegaConf.to_container(env_cfg.warm_start, resolve=True))
-            until = f"{w.max_steps} steps" if w.dev_target is None else f"dev accuracy {w.dev_target}"
-            log(f"[rlx] building the embedded model for env={env_cfg.name} (first use): SFT on its demonstrations "
-                f"for {until}")
-            info.update(env_warm_start(model, tok, data, env, w, log=log))
-        _save(model, tok, out, info, t0, log)
+        model, tok, info = _build_arithmetic(cfg, log) if task is None else _build_for_env(cfg, env, data, log)
+        _save(model, tok, out, {"params": sum(p.numel() for p in model.parameters()), "recipe": key, **info}, t0,
+              log)
     return out
+
+
+def _build_arithmetic(cfg, log):
+    w = cfg.warm_start
+    task = ArithmeticTask(ops=w.task.ops, max_operand=w.task.max_operand, seed=w.task.seed)
+    tok = build_tokenizer(task.corpus(), cfg.vocab_size)
+    model = build_model(cfg, tok)
+    if cfg.init != "pretrained":
+        return model, tok, {}
+    log(f"[rlx] building the embedded model (first use): SFT warm start to dev accuracy {w.dev_target}")
+    return model, tok, warm_start(model, tok, task, w, log=log)
+
+
+def _build_for_env(cfg, env_cfg, data_cfg, log):
+    data, env = DATA.get(data_cfg.name)(data_cfg), ENVS.get(env_cfg.name)(env_cfg)
+    corpus = data.corpus() + [r["prompt"] + "".join(seg[0] for seg in env.demo(r))
+                              for r in data.train_batch(10**7, 2000)] + env.corpus_extra()
+    tok = build_tokenizer(corpus, cfg.vocab_size)
+    model = build_model(cfg, tok)
+    if cfg.init != "pretrained":
+        return model, tok, {"env": env_cfg.name}
+    w = OmegaConf.merge(OmegaConf.to_container(cfg.warm_start, resolve=True),
+                        OmegaConf.to_container(env_cfg.warm_start, resolve=True))
+    until = f"{w.max_steps} steps" if w.dev_target is None else f"dev accuracy {w.dev_target}"
+    log(f"[rlx] building the embedded model for env={env_cfg.name} (first use): SFT on its demonstrations for {until}")
+    return model, tok, {"env": env_cfg.name, **env_warm_start(model, tok, data, env, w, log=log)}
 
 
 def _save(model, tok, out: Path, info: dict, t0: float, log) -> None:
