@@ -15,14 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from rlx.config.checks import check_all, check_resolves, yaml_error
-from rlx.config.values import (  # noqa: F401 - ConfigError is re-exported
-    ConfigError,
-    _check_ranges,
-    _check_values,
-    _choice,
-    _need,
-    check_algorithm,
-)
+from rlx.config.values import ConfigError, _check_ranges, _check_values, check_algorithm  # noqa: F401 (re-exported)
 from rlx.registry import closest
 
 CONF_DIR = (Path(__file__).resolve().parents[2] / "conf").resolve()
