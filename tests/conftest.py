@@ -55,6 +55,50 @@ def warm_tiny(cfg):
     return ensure_tiny(rlx.compose([]).model, log=lambda *_: None)
 
 
+@pytest.fixture(scope="session")
+def guess_model(tiny):
+    """(env, task, model, tokenizer) for env=guess: a copy of the random-init tiny model after 30 SFT steps on the
+    env's demonstrations (about 2 s), enough to write integer guesses that end with EOS, so episodes take
+    several turns. Tests that sample from it build their runner with ``episode_runner``."""
+    import copy
+
+    import torch
+
+    import rlx
+    from rlx.algos.sft import sft_loss
+    from rlx.models.encode import encode_episodes
+    from rlx.models.logprobs import token_logprobs
+
+    model, tok = tiny
+    cfg = rlx.compose(["env=guess"])
+    env, task = rlx.build("env", cfg.env), rlx.build("data", cfg.data)
+    model = copy.deepcopy(model)
+    torch.manual_seed(0)
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(30):
+        records = task.train_batch(step * 32, 32)
+        ids, am, mask, T = encode_episodes(tok, [r["prompt"] for r in records], [env.demo(r) for r in records])
+        loss, _ = sft_loss(token_logprobs(model, ids, am, T)[0], mask, "token_mean")
+        loss.backward()
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+    return env, task, model, tok
+
+
+def episode_runner(guess_model, max_new_tokens=3, record_logp=False, env=None):
+    """An EpisodeRunner of ``guess_model`` (or another ``env``) with an HFEngine sampling at temperature 1."""
+    from omegaconf import OmegaConf
+
+    from rlx.rollout.episodes import EpisodeRunner
+    from rlx.rollout.hf import HFEngine
+
+    default_env, _, model, tok = guess_model
+    engine = HFEngine(model, tok, OmegaConf.create({"max_new_tokens": max_new_tokens, "temperature": 1.0, "top_k": 0,
+                                                    "top_p": 1.0, "engine_logprobs": record_logp}))
+    return EpisodeRunner(env or default_env, engine, tok, max_new_tokens)
+
+
 def run_cli(args, run_dir=None, timeout=300, check=True):
     """``python -m rlx args`` in a subprocess (the user's path); returns the CompletedProcess."""
     cmd = [sys.executable, "-m", "rlx", *args]

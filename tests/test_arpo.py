@@ -1,14 +1,12 @@
 """ARPO (rlx/algos/arpo.py): the entropy estimate, ΔH and branch probability by hand, the budget and fill rules
 with a scripted engine, entropy-based branching with a real EpisodeRunner on env=guess, and the preset's checks."""
 
-import copy
 import math
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import algo_batch
-from omegaconf import OmegaConf
+from conftest import algo_batch, episode_runner
 
 import rlx
 from rlx.algos.arpo import (
@@ -204,31 +202,10 @@ def test_advantage_is_grpo_over_the_group():
 
 
 @pytest.fixture(scope="module")
-def guess_runner(tiny):
-    """An EpisodeRunner on env=guess whose engine records log-probs, with a copy of the random-init tiny model
-    after 30 SFT steps on the env's demonstrations (as tests/test_tree_grpo.py): episodes run several turns."""
-    from rlx.algos.sft import sft_loss
-    from rlx.models.encode import encode_episodes
-    from rlx.models.logprobs import token_logprobs
-    from rlx.rollout.hf import HFEngine
-
-    model, tok = tiny
-    cfg = rlx.compose(["env=guess"])
-    env, task = rlx.build("env", cfg.env), rlx.build("data", cfg.data)
-    model = copy.deepcopy(model)
-    torch.manual_seed(0)
-    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for step in range(30):
-        records = task.train_batch(step * 32, 32)
-        ids, am, mask, T = encode_episodes(tok, [r["prompt"] for r in records], [env.demo(r) for r in records])
-        loss, _ = sft_loss(token_logprobs(model, ids, am, T)[0], mask, "token_mean")
-        loss.backward()
-        optim.step()
-        optim.zero_grad(set_to_none=True)
-    engine = HFEngine(model, tok, OmegaConf.create({"max_new_tokens": 3, "temperature": 1.0, "top_k": 0,
-                                                    "top_p": 1.0, "engine_logprobs": True}))
-    return EpisodeRunner(env, engine, tok, 3), task.train_batch(0, 3), tok
+def guess_runner(guess_model):
+    """An EpisodeRunner on env=guess (conftest.guess_model) whose engine records log-probs, three records, the
+    tokenizer."""
+    return episode_runner(guess_model, record_logp=True), guess_model[1].train_batch(0, 3), guess_model[3]
 
 
 @pytest.mark.slow

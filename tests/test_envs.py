@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import read_metrics, run_cli
+from conftest import episode_runner, read_metrics, run_cli
 from omegaconf import OmegaConf
 
 import rlx
@@ -57,29 +57,10 @@ def test_retry_feedback_and_discount():
 
 
 # ---------------------------------------------------------------- episodes with a real model
-@pytest.fixture(scope="module")
-def guess_model():
-    """The embedded model warm-started on env=guess (binary-search demonstrations, a few seconds once per cache):
-    it writes guesses that end with EOS, so episodes take several turns."""
-    cfg = rlx.compose(["env=guess", "trainer.progress=false"])
-    model, tok = rlx.build("model", cfg.model, log=lambda *_: None, env=cfg.env, data=cfg.data)
-    return cfg, model, tok
-
-
-def runner_for(cfg, model, tok, env, max_new_tokens=4):
-    from rlx.rollout.episodes import EpisodeRunner
-    from rlx.rollout.hf import HFEngine
-
-    engine = HFEngine(model, tok, OmegaConf.create({"max_new_tokens": max_new_tokens, "temperature": 1.0,
-                                                    "top_k": 0, "top_p": 1.0}))
-    return EpisodeRunner(env, engine, tok, max_new_tokens)
-
-
 def test_episode_layout(guess_model):
-    cfg, model, tok = guess_model
-    env, data = rlx.build("env", cfg.env), rlx.build("data", cfg.data)
+    env, data, model, tok = guess_model
     torch.manual_seed(0)
-    out = runner_for(cfg, model, tok, env).run(data.train_batch(0, 8), n=4)
+    out = episode_runner(guess_model, max_new_tokens=4).run(data.train_batch(0, 8), n=4)
     assert out.completion_ids.shape[0] == 32 and out.turn.shape == out.completion_ids.shape
     assert (out.response_mask == (out.turn > 0)).all()
     assert ((out.turn_state != 0) == (out.turn > 0)).all()
@@ -103,16 +84,15 @@ def test_observation_tokens_get_zero_gradient(guess_model):
     from rlx.batch import LossInputs
     from rlx.models.logprobs import token_logprobs
 
-    cfg, model, tok = guess_model
-    env, data = rlx.build("env", cfg.env), rlx.build("data", cfg.data)
+    env, data, model, tok = guess_model
     torch.manual_seed(1)
-    out = runner_for(cfg, model, tok, env).run(data.train_batch(0, 4), n=4)
+    out = episode_runner(guess_model, max_new_tokens=4).run(data.train_batch(0, 4), n=4)
     ids = torch.cat([out.prompt_ids, out.completion_ids], 1)
     am = torch.cat([out.prompt_mask, out.attention], 1)
     mask, T = out.response_mask, out.completion_ids.shape[1]
     obs = out.attention.bool() & ~mask
     assert obs.any()
-    algo = rlx.build("algo", OmegaConf.merge(cfg.algo, {"beta": 0.1}))
+    algo = rlx.build("algo", rlx.compose(["algo.beta=0.1"]).algo)
     logp, _ = token_logprobs(model, ids, am, T)
     logp.retain_grad()
     adv = torch.randn(mask.shape)   # non-zero advantages on every column, observations included
@@ -149,14 +129,13 @@ class _Scripted(Env):
 
 @pytest.mark.parametrize("case", ["raises", "timeout", "context"])
 def test_bad_input_ends_the_episode_not_the_run(guess_model, case):
-    cfg, model, tok = guess_model
-    data = rlx.build("data", cfg.data)
+    _, data, model, tok = guess_model
     env = {"raises": _Scripted(error=ValueError("the env broke")),
            "timeout": _Scripted(delay=3.0, tool_timeout_s=0.2),
            "context": _Scripted(obs="x" * 80, max_context_tokens=60)}[case]
     torch.manual_seed(2)
     t0 = time.perf_counter()
-    out = runner_for(cfg, model, tok, env).run(data.train_batch(0, 4), n=2)
+    out = episode_runner(guess_model, max_new_tokens=4, env=env).run(data.train_batch(0, 4), n=2)
     ended_by_eos = int((~out.truncated).sum())   # episodes whose first turn ended with EOS reached the env
     assert ended_by_eos > 0
     assert out.episode_metrics["env/failures"] == ended_by_eos
