@@ -78,8 +78,9 @@ def _documented_command(name: str) -> list[str]:
 
 def test_slurm_sweep_command_as_documented_checks_every_job():
     # the documented command, checked as the CLI checks it: every job of the sweep composes and validates on this
-    # machine, and the launcher is the cluster's; a comma list without -m (as the header once had) is refused, where
-    # Hydra printed "Ambiguous value" and exited 0. (sweeps/ray.yaml needs hydra-ray-launcher, not installable here.)
+    # machine, and the launcher is the cluster's. The file sets hydra.mode MULTIRUN, so the same command without -m
+    # is the same sweep; a comma list outside a sweep file without -m is refused (Hydra would take it as one value).
+    # (sweeps/ray.yaml needs hydra-ray-launcher, not installable here.)
     from rlx.config import ConfigError, check_cli
     from rlx.config.compose import _compose_raw
 
@@ -89,8 +90,10 @@ def test_slurm_sweep_command_as_documented_checks_every_job():
     assert {c.algo.name for c in cfgs} == {"grpo", "dapo", "gspo"} and {c.seed for c in cfgs} == {0, 1, 2}
     launcher = _compose_raw([], "slurm", str(REPO / "sweeps"), hydra=True).hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.gpus_per_node == 8
+    without_m = check_cli([a for a in argv if a != "-m"])
+    assert [(c.algo.name, c.seed) for c in without_m] == [(c.algo.name, c.seed) for c in cfgs]
     with pytest.raises(ConfigError, match="needs -m"):
-        check_cli([a for a in argv if a != "-m"])
+        check_cli(["algo=grpo,dapo"])
     with pytest.raises(ConfigError, match="needs -m"):   # a run dir with a comma is a sweep to Hydra too
         check_cli(["hydra.run.dir=/tmp/a,b"])
     assert len(check_cli(["trainer.betas=[0.9,0.95]"])) == 1   # a list value is no sweep
