@@ -10,4 +10,5 @@ from rlx.data import (  # noqa: F401
     hh_rlhf,
     jsonl,
     preference,
+    sums,
 )

@@ -29,7 +29,7 @@ def cache_root() -> Path:
 
 def recipe_hash(cfg, task: dict | None = None) -> str:
     """The cache key of an embedded build: the model recipe, and for a multi-turn env its warm-start task
-    (``trainers.embedded.env_task``); None leaves the single-turn key as it always was."""
+    (``trainers.embedded.warm_task``); None leaves the single-turn key as it always was."""
     keys = OmegaConf.to_container(cfg, resolve=True)
     keys = {k: keys[k] for k in ("arch", "vocab_size", "warm_start", "init")}
     if task is not None:

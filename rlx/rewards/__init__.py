@@ -9,5 +9,6 @@ from rlx.rewards import (  # noqa: F401  (registration; RLHF: learned RM, hidden
     length,
     python,
     reward_model,
+    sums,
 )
 from rlx.rewards.composite import CompositeReward  # noqa: F401

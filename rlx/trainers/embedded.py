@@ -19,16 +19,19 @@ from rlx.registry import DATA, ENVS, MODELS
 from rlx.trainers.sft import env_warm_start, warm_start
 
 
-def env_task(env_cfg, data_cfg) -> dict | None:
-    """The warm-start task of a multi-turn env (its name, warm-start settings and demo keys, and the data set it
-    draws records from), part of the cache key; None for a single-turn run (the embedded arithmetic build)."""
-    if env_cfg is None or not ENVS.get(env_cfg.name)(env_cfg).multi_turn:
-        return None
-    env = ENVS.get(env_cfg.name)(env_cfg)
-    data = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items()
-            if k not in ("prompts_per_step", "eval_k")}
-    return {"env": env_cfg.name, "warm_start": OmegaConf.to_container(env_cfg.warm_start, resolve=True),
-            "demo_keys": {k: env_cfg[k] for k in env.demo_keys}, "data": data}
+def warm_task(env_cfg, data_cfg) -> dict | None:
+    """The warm-start task, part of the cache key: a multi-turn env's (its name, warm-start settings and demo keys,
+    and the data set it draws records from), or a data set's with its own ``warm_start`` node (data=sums); None
+    otherwise (the embedded arithmetic build of ``model.warm_start``)."""
+    data = None if data_cfg is None else {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items()
+                                          if k not in ("prompts_per_step", "eval_k")}
+    if env_cfg is not None and ENVS.get(env_cfg.name)(env_cfg).multi_turn:
+        env = ENVS.get(env_cfg.name)(env_cfg)
+        return {"env": env_cfg.name, "warm_start": OmegaConf.to_container(env_cfg.warm_start, resolve=True),
+                "demo_keys": {k: env_cfg[k] for k in env.demo_keys}, "data": data}
+    if data is not None and data.get("warm_start") is not None:
+        return {"data": data}
+    return None
 
 
 def ensure_tiny(cfg, log=print, env=None, data=None) -> Path:
@@ -36,7 +39,7 @@ def ensure_tiny(cfg, log=print, env=None, data=None) -> Path:
     ``env`` (and its ``data`` node) the build learns that env's format from its demonstrations (env_warm_start)."""
     import torch
 
-    task = env_task(env, data)
+    task = warm_task(env, data)
     key = recipe_hash(cfg, task)
     out = cache_root() / f"tiny-{key}"
     if (out / "rlx_build.json").exists():
@@ -47,7 +50,12 @@ def ensure_tiny(cfg, log=print, env=None, data=None) -> Path:
         if (out / "rlx_build.json").exists():
             return out
         t0 = time.perf_counter()
-        model, tok, info = _build_arithmetic(cfg, log) if task is None else _build_for_env(cfg, env, data, log)
+        if task is None:
+            model, tok, info = _build_arithmetic(cfg, log)
+        elif "env" in task:
+            model, tok, info = _build_for_env(cfg, env, data, log)
+        else:
+            model, tok, info = _build_for_data(cfg, data, log)
         _save(model, tok, out, {"params": sum(p.numel() for p in model.parameters()), "recipe": key, **info}, t0,
               log)
     return out
@@ -62,6 +70,19 @@ def _build_arithmetic(cfg, log):
         return model, tok, {}
     log(f"[rlx] building the embedded model (first use): SFT warm start to dev accuracy {w.dev_target}")
     return model, tok, warm_start(model, tok, task, w, log=log)
+
+
+def _build_for_data(cfg, data_cfg, log):
+    task = DATA.get(data_cfg.name)(data_cfg)
+    tok = build_tokenizer(task.corpus(), cfg.vocab_size)
+    model = build_model(cfg, tok)
+    if cfg.init != "pretrained":
+        return model, tok, {"data": data_cfg.name}
+    w = OmegaConf.merge(OmegaConf.to_container(cfg.warm_start, resolve=True),
+                        OmegaConf.to_container(data_cfg.warm_start, resolve=True))
+    log(f"[rlx] building the embedded model for data={data_cfg.name} (first use): SFT on its worked solutions to "
+        f"dev accuracy {w.dev_target}")
+    return model, tok, {"data": data_cfg.name, **warm_start(model, tok, task, w, log=log)}
 
 
 def _build_for_env(cfg, env_cfg, data_cfg, log):

@@ -25,9 +25,12 @@ def sft_update(model, tok, optim, records, clip=1.0, loss_agg_mode="token_mean",
     return {"loss": loss, "grad_norm": grad_norm, **metrics}
 
 
-def greedy_accuracy(engine, records) -> float:
+def greedy_accuracy(engine, records, is_correct=None) -> float:
+    """Share of greedy completions that are correct: ``is_correct(text, record)`` (a task's own reading, e.g.
+    data=sums' answer after '>'), else the stripped text equal to the record's answer."""
     out = engine.generate([r["prompt"] for r in records], n=1, greedy=True)
-    return sum(t.strip() == r["answer"] for t, r in zip(out.texts, records)) / len(records)
+    ok = is_correct or (lambda t, r: t.strip() == r["answer"])
+    return sum(bool(ok(t, r)) for t, r in zip(out.texts, records)) / len(records)
 
 
 def warm_start(model, tok, task, w, log=print) -> dict:
@@ -47,10 +50,10 @@ def warm_start(model, tok, task, w, log=print) -> dict:
         optim.zero_grad(set_to_none=True)
         sched.step()
         if step % w.check_every == 0:
-            acc = greedy_accuracy(engine, task.dev_set())
+            acc = greedy_accuracy(engine, task.dev_set(), getattr(task, "is_correct", None))
             if acc >= w.dev_target:
                 break
-    eval_acc = greedy_accuracy(engine, task.eval_set())
+    eval_acc = greedy_accuracy(engine, task.eval_set(), getattr(task, "is_correct", None))
     log(f"[rlx] warm start: {step} SFT steps, {time.perf_counter() - t0:.1f} s, dev {acc:.3f}, eval {eval_acc:.3f}")
     return {"sft_steps": step, "dev_accuracy": acc, "eval_accuracy": eval_acc}
 

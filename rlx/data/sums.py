@@ -1,0 +1,96 @@
+"""``data=sums``: the embedded reasoning task with variable-length worked solutions, generated in code.
+
+A problem adds 3 to 6 one-digit numbers (``"7+3+9+4="``); the demonstrated solution writes the running total
+one step at a time, then the answer after ``>``::
+
+    7+3=10;10+9=19;19+4=23>23
+
+so a correct response is 13 to 37 tokens (one per character; EOS aside) and grows with the number of terms, and
+a rambling or truncated one is possible. Each record carries its step labels (``steps``: the correct step
+strings, in order), which a process reward model can train on. Same split rules as the arithmetic task
+(rlx/data/arithmetic.py): fixed distinct eval and dev problems; a training stream keyed by (seed, i) that never
+draws them. ``is_correct`` reads the answer after the last ``>``.
+"""
+
+from __future__ import annotations
+
+import random
+
+from rlx.registry import DATA
+
+
+def solution(terms: list[int]) -> tuple[list[str], int]:
+    """(the step strings, the sum) of adding ``terms`` left to right."""
+    steps, total = [], terms[0]
+    for t in terms[1:]:
+        steps.append(f"{total}+{t}={total + t}")
+        total += t
+    return steps, total
+
+
+def final_answer(text: str) -> str | None:
+    """The answer a completion gives: the text after its last ``>``, stripped (None without one)."""
+    return text.rsplit(">", 1)[1].strip() if ">" in text else None
+
+
+class SumsTask:
+    kind = "prompts"
+
+    def __init__(self, min_terms: int = 3, max_terms: int = 6, max_operand: int = 9, eval_size: int = 500,
+                 dev_size: int = 200, seed: int = 1234, name: str = "sums"):
+        if not 2 <= min_terms <= max_terms:
+            raise ValueError(f"data.min_terms={min_terms}, data.max_terms={max_terms}: need 2 <= min <= max")
+        self.min_terms, self.max_terms, self.max_operand = min_terms, max_terms, max_operand
+        self.seed, self.name = seed, name
+        rng = random.Random(f"{seed}-heldout")
+        held, seen = [], set()
+        while len(held) < eval_size + dev_size:
+            p = self._draw(rng)
+            if p not in seen:
+                seen.add(p)
+                held.append(p)
+        self._heldout = seen
+        self._eval = [self.record(p) for p in held[:eval_size]]
+        self._dev = [self.record(p) for p in held[eval_size:]]
+
+    def _draw(self, rng: random.Random) -> tuple:
+        return tuple(rng.randint(0, self.max_operand) for _ in range(rng.randint(self.min_terms, self.max_terms)))
+
+    @staticmethod
+    def record(terms: tuple) -> dict:
+        steps, total = solution(list(terms))
+        return {"prompt": "+".join(map(str, terms)) + "=", "answer": str(total), "steps": steps,
+                "completion": ";".join(steps) + f">{total}"}
+
+    def train_problem(self, i: int) -> dict:
+        rng = random.Random(f"{self.seed}-train-{i}")
+        while True:
+            p = self._draw(rng)
+            if p not in self._heldout:
+                return self.record(p)
+
+    def train_batch(self, cursor: int, n: int) -> list[dict]:
+        return [self.train_problem(i) for i in range(cursor, cursor + n)]
+
+    def eval_set(self) -> list[dict]:
+        return self._eval
+
+    def dev_set(self) -> list[dict]:
+        return self._dev
+
+    def corpus(self, n: int = 5000) -> list[str]:
+        return [r["prompt"] + r["completion"] for r in self.train_batch(10**7, n)]
+
+    @staticmethod
+    def is_correct(text: str, record: dict) -> bool:
+        return final_answer(text) == record["answer"]
+
+    def max_completion_tokens(self) -> int:
+        terms = [self.max_operand] * self.max_terms
+        return len(";".join(solution(terms)[0])) + len(str(sum(terms))) + 2
+
+
+@DATA.register("sums")
+def build_sums(cfg) -> SumsTask:
+    return SumsTask(min_terms=cfg.min_terms, max_terms=cfg.max_terms, max_operand=cfg.max_operand,
+                    eval_size=cfg.eval_size, dev_size=cfg.dev_size, seed=cfg.seed, name=cfg.name)
