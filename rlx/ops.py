@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-AGG_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm")
-KL_ESTIMATORS = ("k1", "k2", "k3", "low_var_kl")
+AGG_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm", "token_sum")
+KL_ESTIMATORS = ("k1", "k2", "k3", "low_var_kl", "abs")
 KL_ESTIMATORS_ALL = KL_ESTIMATORS + tuple(k + "+" for k in KL_ESTIMATORS)  # "+" = straight-through (kl_penalty)
 
 
@@ -44,6 +44,8 @@ def aggregate(loss: torch.Tensor, mask: torch.Tensor, mode: str, *, num_tokens=N
     - ``seq_mean_token_mean``: (1/n) Σ_i (1/|o_i|) Σ_t L (GRPO as in DeepSeekMath, arXiv:2402.03300 eq. 3).
     - ``seq_mean_token_sum``: (1/n) Σ_i Σ_t L (REINFORCE-style sum per sequence).
     - ``seq_mean_token_sum_norm``: (1/n) Σ_i Σ_t L / L_max with a constant L_max (Dr.GRPO, arXiv:2503.20783 §3.1).
+    - ``token_sum``: Σ_{i,t} L over the whole (mini-)batch, no normaliser (docs/verl_names.md: verl has no such
+      mode; its ``seq-mean-token-sum-norm`` comes closest, Σ_{i,t} L / L_max).
 
     ``num_tokens`` / ``num_seqs`` are the totals of the whole mini-batch when ``loss`` is one
     micro-batch of it, so that summing micro-batch losses gives exactly the mini-batch loss (the
@@ -61,6 +63,8 @@ def aggregate(loss: torch.Tensor, mask: torch.Tensor, mode: str, *, num_tokens=N
         return (loss * maskf).sum() / n_seq
     if mode == "seq_mean_token_sum_norm":
         return (loss * maskf).sum() / (n_seq * (max_len or loss.shape[1]))
+    if mode == "token_sum":
+        return (loss * maskf).sum()
     raise ValueError(f"unknown loss_agg_mode '{mode}' (valid: {', '.join(AGG_MODES)})")
 
 
@@ -72,6 +76,7 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3"
     - k2 = ½ (log r)² (biased, low variance)
     - k3 = (r − 1) − log r (unbiased, non-negative; GRPO, arXiv:2402.03300 eq. 4)
     - low_var_kl = k3 clamped to [−10, 10] (verl's name for the clamped k3)
+    - abs = |log r| = |log π_θ − log π_ref| (verl's ``abs``; not an unbiased KL estimate: a distance)
     - a ``+`` suffix (``k1+``, ``k3+``, ...) is the straight-through variant: the value of the named
       estimator forward, the gradient of k2 backward. ∇k2 = (log π_θ − log π_ref)·∇log π_θ, whose
       expectation under π_θ (on-policy) is the exact gradient of KL(π_θ‖π_ref); as losses, k1 has
@@ -86,6 +91,8 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3"
         return -log_r
     if estimator == "k2":
         return 0.5 * log_r.square()
+    if estimator == "abs":
+        return log_r.abs()
     if estimator in ("k3", "low_var_kl"):
         kl = torch.expm1(log_r) - log_r
         return kl.clamp(-10, 10) if estimator == "low_var_kl" else kl

@@ -27,7 +27,7 @@ import torch
 
 from rlx.algos.base import Aggregated, check, check_choice
 from rlx.algos.kl_control import KLController, kl_penalized_token_rewards, sequence_kl, token_kl
-from rlx.algos.surrogate import ClippedRatio, clipped_surrogate
+from rlx.algos.surrogate import ClippedRatio, DualClip, clipped_surrogate
 from rlx.metrics import explained_variance  # noqa: F401 (re-exported: the critic's metric)
 from rlx.ops import KL_ESTIMATORS, KL_ESTIMATORS_ALL, aggregate, kl_penalty, masked_mean, masked_whiten
 from rlx.registry import ALGOS
@@ -83,12 +83,13 @@ def clipped_value_loss(values, old_values, returns, response_mask, *, cliprange_
 
 def ppo_policy_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_low: float, eps_high: float,
                     loss_agg_mode: str, kl_estimator: str = "k3", num_tokens=None, num_seqs=None, max_len=None,
-                    is_weights=None):
-    """(loss, metrics): the clipped surrogate (with ``is_weights`` [n, T], rollout.is_correction). The KL to
-    the reference is in the reward, so here it is only measured (``policy/kl_ref``), never added to the loss."""
+                    is_weights=None, clip_ratio_c=None):
+    """(loss, metrics): the clipped surrogate (with ``is_weights`` [n, T], rollout.is_correction; dual-clip
+    ``clip_ratio_c``, None = off). The KL to the reference is in the reward, so here it is only measured
+    (``policy/kl_ref``), never added to the loss."""
     loss, metrics = clipped_surrogate(logp, old_logp, advantages, response_mask, eps_low=eps_low, eps_high=eps_high,
                                       loss_agg_mode=loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs,
-                                      max_len=max_len, is_weights=is_weights)
+                                      max_len=max_len, is_weights=is_weights, clip_ratio_c=clip_ratio_c)
     if ref_logp is not None:
         metrics["policy/kl_ref"] = masked_mean(kl_penalty(logp.detach(), ref_logp, kl_estimator), response_mask)
     metrics["loss/total"] = loss.detach()
@@ -97,7 +98,7 @@ def ppo_policy_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *,
 
 @ALGOS.register("ppo")
 @dataclass(frozen=True, kw_only=True)
-class PPO(Aggregated, ClippedRatio):
+class PPO(Aggregated, ClippedRatio, DualClip):
     min_group_size = 1
     beta: float                  # β of the KL in the reward (fixed, or the adaptive controller's start)
     kl_ctrl: str                 # fixed | adaptive
@@ -175,7 +176,7 @@ class PPO(Aggregated, ClippedRatio):
     def loss(self, logp, mb):
         return ppo_policy_loss(logp, mb.old_logp, mb.advantages, mb.response_mask, mb.ref_logp, eps_low=self.eps_low,
                                eps_high=self.eps_high, loss_agg_mode=self.loss_agg_mode, kl_estimator=self.kl_estimator,
-                               is_weights=mb.is_weights, **mb.norm)
+                               is_weights=mb.is_weights, clip_ratio_c=self.clip_ratio_c, **mb.norm)
 
     def value_loss(self, values, old_values, returns, response_mask, **norm):
         return clipped_value_loss(values, old_values, returns, response_mask, cliprange_value=self.cliprange_value,

@@ -23,23 +23,24 @@ import torch
 
 from rlx.algos.base import Aggregated, check, check_choice
 from rlx.algos.kl_control import KLController, sequence_kl, token_kl
-from rlx.algos.surrogate import ClippedRatio, KLInLoss, clipped_surrogate, kl_loss
+from rlx.algos.surrogate import ClippedRatio, DualClip, KLInLoss, clipped_surrogate, kl_loss
 from rlx.ops import KL_ESTIMATORS
 from rlx.registry import ALGOS
 
 
 def pg_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, eps_low=0.2, eps_high=0.2, beta=0.0,
             kl_estimator="k3", loss_agg_mode="token_mean", num_tokens=None, num_seqs=None, max_len=None,
-            is_weights=None):
+            is_weights=None, clip_ratio_c=None):
     """L = agg_t[ −min(ρ_t A_t, clip(ρ_t, 1−ε_low, 1+ε_high) A_t) ] (+ β·agg KL_est(π_θ‖π_ref) when β > 0).
 
     With ρ = 1 (on-policy) the value is −agg(A) and the gradient −agg(A ∇log π) (REINFORCE).
     ``policy/kl_ref`` is logged whenever ``ref_logp`` is given, also when β = 0. ``is_weights`` [n, T]
-    (rollout.is_correction) multiply the surrogate's per-token terms.
+    (rollout.is_correction) multiply the surrogate's per-token terms; ``clip_ratio_c`` is the dual-clip bound
+    (None = off).
     """
     norm = dict(loss_agg_mode=loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
     loss, metrics = clipped_surrogate(logp, old_logp, advantages, response_mask, eps_low=eps_low,
-                                      eps_high=eps_high, is_weights=is_weights, **norm)
+                                      eps_high=eps_high, is_weights=is_weights, clip_ratio_c=clip_ratio_c, **norm)
     if ref_logp is not None:
         kl_term, kl_metrics = kl_loss(logp, ref_logp, response_mask, beta=beta, estimator=kl_estimator, **norm)
         metrics.update(kl_metrics)
@@ -61,9 +62,9 @@ def reinforce_advantages(rewards: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True, kw_only=True)
-class PolicyGradient(Aggregated, ClippedRatio, KLInLoss):
+class PolicyGradient(Aggregated, ClippedRatio, DualClip, KLInLoss):
     """The REINFORCE family: ``estimate``'s advantages (on the KL-penalised reward with ``KLInReward``), then
-    ``pg_loss``."""
+    ``pg_loss`` (with the dual-clip ``clip_ratio_c``)."""
 
 
     def reward_kl(self, batch) -> tuple[torch.Tensor | None, float, dict]:
@@ -91,7 +92,8 @@ class PolicyGradient(Aggregated, ClippedRatio, KLInLoss):
     def loss(self, logp, mb):
         return pg_loss(logp, mb.old_logp, mb.advantages, mb.response_mask, mb.ref_logp, eps_low=self.eps_low,
                        eps_high=self.eps_high, beta=self.beta, kl_estimator=self.kl_estimator,
-                       loss_agg_mode=self.loss_agg_mode, is_weights=mb.is_weights, **mb.norm)
+                       loss_agg_mode=self.loss_agg_mode, is_weights=mb.is_weights, clip_ratio_c=self.clip_ratio_c,
+                       **mb.norm)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,6 +1,7 @@
 """The clipped surrogate and the loss terms the policy-gradient algorithms share (the KL loss term, the entropy
 bonus), and the option sets that come with them as dataclass mixins: ``ClippedRatio`` (eps_low, eps_high),
-``ClipOptions`` (dual-clip, stop-gradient clip mode) and ``Regularized`` (β, KL estimator, entropy bonus).
+``DualClip`` (clip_ratio_c), ``ClipOptions`` (dual-clip and the stop-gradient clip mode) and ``Regularized`` (β,
+KL estimator, entropy bonus).
 Each mixin checks its own keys and says what it ``requires``."""
 
 from __future__ import annotations
@@ -143,16 +144,25 @@ class ClippedRatio(PolicyAlgorithm):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ClipOptions(PolicyAlgorithm):
-    """Dual-clip (``clip_ratio_c``, null = off) and the clip mode of ``clipped_surrogate``."""
+class DualClip(PolicyAlgorithm):
+    """Dual-clip of ``clipped_surrogate`` (``clip_ratio_c``, null = off; verl applies 3.0 by default)."""
 
     clip_ratio_c: float | None
-    clip_mode: str
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.clip_ratio_c is None or self.clip_ratio_c > 1,
               f"algo.clip_ratio_c={self.clip_ratio_c}: must be > 1 (dual-clip), or null for off")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipOptions(DualClip):
+    """Dual-clip (``DualClip``) and the clip mode of ``clipped_surrogate``."""
+
+    clip_mode: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         check_choice("clip_mode", self.clip_mode, CLIP_MODES)
 
     @property
