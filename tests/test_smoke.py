@@ -1,10 +1,10 @@
-"""A 2-step run of every algorithm through ``python -m rlx`` (the user's path), and what the run
-directory must hold."""
+"""A 2-step run of every algorithm through ``python -m rlx``'s own ``main`` (the user's path, in processes forked
+with the heavy modules imported: conftest.run_main), and what the run directory must hold."""
 
 import json
 
 import pytest
-from conftest import FAST, read_metrics, run_cli
+from conftest import FAST, read_metrics, run_cli, run_main
 
 import rlx
 from rlx.config import group_choices
@@ -18,7 +18,8 @@ ONLINE_VOCAB = ["reward/mean", "reward/std", "score/mean", "response_length/mean
 @pytest.mark.parametrize("algo", group_choices("algo"))
 @pytest.mark.slow
 def test_two_steps(algo, tmp_path):
-    run_cli([f"algo={algo}", "trainer.steps=2", "data.prompts_per_step=4", *FAST], run_dir=tmp_path)
+    run_main([f"algo={algo}", "trainer.steps=2", "data.prompts_per_step=4", *FAST], tmp_path / "run")
+    tmp_path = tmp_path / "run"
     rows = read_metrics(tmp_path)
     assert [r["step"] for r in rows] == [0, 1, 2]
     # a reward model generates nothing: its held-out evaluation is pair accuracy (rlx/trainers/rm.py)
