@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from rlx.algos.base import Aggregated
-from rlx.algos.group import ScaledGroup, group_advantages
+from rlx.algos.group import SwitchableScale, group_advantages
 from rlx.algos.surrogate import Regularized, add_regularizers
 from rlx.ops import aggregate, kl_penalty, masked_mean
 from rlx.registry import ALGOS
@@ -92,17 +92,10 @@ def gpg_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, loss_a
 
 @ALGOS.register("gpg")
 @dataclass(frozen=True, kw_only=True)
-class GPG(Aggregated, Regularized, ScaledGroup):
-    scale_rewards: bool      # F_norm: false = 1 (the paper), true = the group std + std_eps (GRPO's)
+class GPG(Aggregated, Regularized, SwitchableScale):
+    """``scale_rewards`` is F_norm: false = 1 (the paper), true = the group std + std_eps (GRPO's)."""
+
     alpha_correction: bool   # AGE: Â ·= α = B/(B − M) (eq. 7-8)
-
-    @property
-    def scale(self) -> bool:
-        return bool(self.scale_rewards)
-
-    @property
-    def eps(self) -> float:
-        return float(self.std_eps) if self.scale_rewards else 0.0
 
     def advantages(self, batch):
         mask = batch.response_mask

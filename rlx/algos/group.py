@@ -66,3 +66,19 @@ class ScaledGroup(GroupAlgorithm):
     @property
     def eps(self) -> float:
         return float(self.std_eps)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SwitchableScale(ScaledGroup):
+    """``ScaledGroup`` whose division by the group std is a key, ``scale_rewards`` (false: centred only, and
+    ``std_eps`` unused)."""
+
+    scale_rewards: bool
+
+    @property
+    def scale(self) -> bool:
+        return bool(self.scale_rewards)
+
+    @property
+    def eps(self) -> float:
+        return float(self.std_eps) if self.scale_rewards else 0.0

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from rlx.algos.base import Aggregated
-from rlx.algos.group import ScaledGroup
+from rlx.algos.group import SwitchableScale
 from rlx.algos.surrogate import (
     ClipOptions,
     ClippedRatio,
@@ -68,14 +68,5 @@ class ClippedGroupLoss(Aggregated, ClippedRatio, ClipOptions, Regularized):
 
 @ALGOS.register("grpo")
 @dataclass(frozen=True, kw_only=True)
-class GRPO(ClippedGroupLoss, ScaledGroup):
+class GRPO(ClippedGroupLoss, SwitchableScale):
     always_masked = True   # GRPO has always run the masked arithmetic
-    scale_rewards: bool
-
-    @property
-    def scale(self) -> bool:
-        return bool(self.scale_rewards)
-
-    @property
-    def eps(self) -> float:
-        return float(self.std_eps) if self.scale_rewards else 0.0

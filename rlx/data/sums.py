@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 
+from rlx.data.arithmetic import ArithmeticTask
 from rlx.registry import DATA
 
 
@@ -33,25 +34,18 @@ def final_answer(text: str) -> str | None:
     return text.rsplit(">", 1)[1].strip() if ">" in text else None
 
 
-class SumsTask:
-    kind = "prompts"
+class SumsTask(ArithmeticTask):
+    """The arithmetic task's splits and stream (rlx/data/arithmetic.py) over sums of ``min_terms``..``max_terms``
+    numbers in 0..``max_operand``."""
 
-    def __init__(self, min_terms: int = 3, max_terms: int = 6, max_operand: int = 9, eval_size: int = 500,
-                 dev_size: int = 200, seed: int = 1234, name: str = "sums"):
+    def __init__(self, min_terms: int = 3, max_terms: int = 6, max_operand: int = 9, **kw):
         if not 2 <= min_terms <= max_terms:
             raise ValueError(f"data.min_terms={min_terms}, data.max_terms={max_terms}: need 2 <= min <= max")
-        self.min_terms, self.max_terms, self.max_operand = min_terms, max_terms, max_operand
-        self.seed, self.name = seed, name
-        rng = random.Random(f"{seed}-heldout")
-        held, seen = [], set()
-        while len(held) < eval_size + dev_size:
-            p = self._draw(rng)
-            if p not in seen:
-                seen.add(p)
-                held.append(p)
-        self._heldout = seen
-        self._eval = [self.record(p) for p in held[:eval_size]]
-        self._dev = [self.record(p) for p in held[eval_size:]]
+        self.min_terms, self.max_terms = min_terms, max_terms
+        super().__init__(ops="+", max_operand=max_operand, **kw)
+
+    def n_problems(self) -> int:
+        return sum((self.max_operand + 1) ** k for k in range(self.min_terms, self.max_terms + 1))
 
     def _draw(self, rng: random.Random) -> tuple:
         return tuple(rng.randint(0, self.max_operand) for _ in range(rng.randint(self.min_terms, self.max_terms)))
@@ -61,25 +55,6 @@ class SumsTask:
         steps, total = solution(list(terms))
         return {"prompt": "+".join(map(str, terms)) + "=", "answer": str(total), "steps": steps,
                 "completion": ";".join(steps) + f">{total}"}
-
-    def train_problem(self, i: int) -> dict:
-        rng = random.Random(f"{self.seed}-train-{i}")
-        while True:
-            p = self._draw(rng)
-            if p not in self._heldout:
-                return self.record(p)
-
-    def train_batch(self, cursor: int, n: int) -> list[dict]:
-        return [self.train_problem(i) for i in range(cursor, cursor + n)]
-
-    def eval_set(self) -> list[dict]:
-        return self._eval
-
-    def dev_set(self) -> list[dict]:
-        return self._dev
-
-    def corpus(self, n: int = 5000) -> list[str]:
-        return [r["prompt"] + r["completion"] for r in self.train_batch(10**7, n)]
 
     @staticmethod
     def is_correct(text: str, record: dict) -> bool:
