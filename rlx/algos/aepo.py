@@ -184,6 +184,7 @@ def grow_groups(runner, records: list[dict], k: int, *, entropy_tokens: int, spl
                 penalty: float, threshold: float) -> list[PromptGroup]:
     """Per record, its k samples (module docstring, 1-2) with ``runner`` (rlx.rollout.episodes.EpisodeRunner, its
     engine recording log-probs). Each phase plays every prompt's new episodes in one batched ``runner.play``."""
+    runner.snapshots = True   # fork() copies the episode as it was before a turn: keep those copies
     from rlx.rollout.episodes import fork
 
     scale = math.log(max(len(runner.tok), 2))   # entropies in units of log |V|, as the reference code

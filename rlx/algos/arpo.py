@@ -111,6 +111,7 @@ def adaptive_rollout(runner, records: list[dict], group_size: int, global_rollou
     """(groups, stats): per record its M = ``group_size`` leaves (tree_grpo ``Leaf``: trajectory, root index,
     parent, fork boundary, shared tokens) in creation order, and the examined tool turns' ΔH values, branched
     nodes and filler count (module docstring)."""
+    runner.snapshots = True   # fork() copies the episode as it was before a turn: keep those copies
     from rlx.rollout.episodes import fork
 
     N, V = global_rollouts, vocab_size if vocab_size is not None else len(runner.tok)

@@ -37,8 +37,8 @@ import torch
 
 from rlx.algos.base import Aggregated
 from rlx.algos.group import SwitchableScale, group_advantages
-from rlx.algos.surrogate import Regularized, add_regularizers
-from rlx.ops import aggregate, kl_penalty, masked_mean
+from rlx.algos.surrogate import Regularized, add_regularizers, ratio_metrics
+from rlx.ops import aggregate
 from rlx.registry import ALGOS
 
 
@@ -83,9 +83,7 @@ def gpg_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, loss_a
                      max_len=max_len)
     with torch.no_grad():
         ratio = (logp - old_logp).exp().masked_fill(~response_mask, 1.0)
-        metrics = {"policy/ratio_max": ratio.max(), "policy/ratio_min": ratio.min(),
-                   "policy/kl_old": masked_mean(kl_penalty(old_logp, logp, "k3"), response_mask),
-                   "loss/policy": loss.detach()}
+        metrics = ratio_metrics(response_mask, ratio, logp, old_logp, loss)
     return add_regularizers(loss, metrics, logp, ref_logp, entropy, response_mask, beta=beta,
                             kl_estimator=kl_estimator, entropy_coef=entropy_coef, **norm)
 

@@ -25,8 +25,8 @@ import torch
 
 from rlx.algos.base import Aggregated, check
 from rlx.algos.group import ScaledGroup
-from rlx.algos.surrogate import Regularized, add_regularizers
-from rlx.ops import aggregate, kl_penalty, masked_mean
+from rlx.algos.surrogate import Regularized, add_regularizers, ratio_metrics
+from rlx.ops import aggregate, masked_mean
 from rlx.registry import ALGOS
 
 LOG_RATIO_CLAMP = 20.0   # verl's clamp of log r before exp
@@ -62,9 +62,7 @@ def sapo_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *, tau_p
         s = torch.sigmoid(sapo_taus(advantages, tau_pos=tau_pos, tau_neg=tau_neg) * (ratio - 1.0))
         valid_ratio = ratio.masked_fill(~response_mask, 1.0)
         metrics = {"sapo/gate_weight": masked_mean(4 * s * (1 - s), response_mask),
-                   "policy/ratio_max": valid_ratio.max(), "policy/ratio_min": valid_ratio.min(),
-                   "policy/kl_old": masked_mean(kl_penalty(old_logp, logp, "k3"), response_mask),
-                   "loss/policy": loss.detach()}
+                   **ratio_metrics(response_mask, valid_ratio, logp, old_logp, loss)}
     return add_regularizers(loss, metrics, logp, ref_logp, entropy, response_mask, beta=beta,
                             kl_estimator=kl_estimator, entropy_coef=entropy_coef, **norm)
 

@@ -74,7 +74,12 @@ def clip_metrics(high, low, response_mask, ratios, logp, old_logp, loss, dual=No
     return {"policy/clip_frac_high": masked_mean(high.float(), response_mask),
             "policy/clip_frac_low": masked_mean(low.float(), response_mask),
             "policy/clip_frac": masked_mean(clipped.float(), response_mask),
-            "policy/ratio_max": ratios.max(), "policy/ratio_min": ratios.min(),
+            **ratio_metrics(response_mask, ratios, logp, old_logp, loss)}
+
+
+def ratio_metrics(response_mask, ratios, logp, old_logp, loss) -> dict:
+    """The vocabulary of a loss without clipping (GPG, SAPO): the extremes of ``ratios``, ``kl_old`` and the loss."""
+    return {"policy/ratio_max": ratios.max(), "policy/ratio_min": ratios.min(),
             "policy/kl_old": masked_mean(kl_penalty(old_logp, logp, "k3"), response_mask),
             "loss/policy": loss.detach()}
 

@@ -65,6 +65,7 @@ def grow_trees(runner, records: list[dict], trees: int, expand_nodes: int, expan
     """Per record, the leaves of its ``trees`` trees (tree 0's first, in creation order). Node choices draw on
     torch's global generator (saved in checkpoints, so a resumed run picks the same nodes); each iteration's
     expansions, over every record, are played in one batched ``runner.play``."""
+    runner.snapshots = True   # fork() copies the episode as it was before a turn: keep those copies
     from rlx.rollout.episodes import fork
 
     first = runner.start(records, trees)   # ``trees`` fresh episodes per record, contiguous

@@ -52,6 +52,9 @@ class Trajectory:
 def fork(tr: Trajectory, turn: int) -> Trajectory:
     """A new trajectory that shares ``tr``'s first ``turn`` policy turns (and their observations) and goes on
     from the environment state before policy turn ``turn + 1`` (0 = from the prompt)."""
+    if len(tr.snapshots) < turn + 1:
+        raise ValueError(f"fork at turn {turn}: the trajectory kept no copy of its episode there (set "
+                         "EpisodeRunner.snapshots = True before playing)")
     cut, seen = len(tr.segments), 0
     for i, seg in enumerate(tr.segments):
         if seg[1]:
@@ -70,6 +73,7 @@ class EpisodeRunner:
     def __init__(self, env, engine, tok, max_new_tokens: int):
         self.env, self.engine, self.tok, self.max_new_tokens = env, engine, tok, max_new_tokens
         self.pad = tok.pad_token_id
+        self.snapshots = False   # keep a copy of each episode before each turn (``fork`` needs them: tree rollouts)
 
     def start(self, records: list[dict], n: int) -> list[Trajectory]:
         out = []
@@ -115,7 +119,8 @@ class EpisodeRunner:
         ids = out.completion_ids[j, :length].tolist()
         logp = out.engine_logp[j, :length].tolist() if out.engine_logp is not None else None
         tr.states.append(state_hash(tr.episode.state()))
-        tr.snapshots.append(copy.deepcopy(tr.episode))
+        if self.snapshots:
+            tr.snapshots.append(copy.deepcopy(tr.episode))
         tr.segments.append((ids, True, logp))
         tr.text, tr.turns = out.texts[j], tr.turns + 1
         if bool(out.truncated[j]):   # no EOS within rollout.max_new_tokens: the turn is cut, so is the episode
