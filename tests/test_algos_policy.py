@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import FAST, algo_batch, loss_inputs, read_metrics, run_cli
+from conftest import FAST, algo_batch, loss_inputs, read_metrics, run_cli, run_main
 
 import rlx
 from rlx.algos.cispo import cispo_loss
@@ -342,3 +342,17 @@ def test_dapo_cli_logs_its_extras(tmp_path):
     assert 1 <= row["dapo/gen_rounds"] <= 3 and 0 <= row["dapo/batch_fill"] <= 1
     for key in ("dapo/overlong_penalty", "groups/kept_frac", "groups/frac_zero_std", "reward/mean", "perf/gen_s"):
         assert key in row, key
+
+
+@pytest.mark.slow
+def test_dapo_step_where_every_group_is_filtered_ends_cleanly(tmp_path):
+    # every reward 0 (both terms weighted 0, no overlong term): every group of every generation round has zero
+    # variance and is filtered. Each step stops after max_gen_rounds rounds, trains on nothing, is counted, and the
+    # run goes on to its last step
+    run_main(["algo=dapo", "trainer.steps=2", "data.prompts_per_step=2", "algo.overlong_shaping=false",
+              "reward.terms.correct.weight=0", "reward.terms.format.weight=0", *FAST], tmp_path / "run")
+    rows = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in rows[1:]] == [1, 2]
+    for r in rows[1:]:
+        assert r["dapo/gen_rounds"] == 3.0 and r["dapo/batch_fill"] == 0.0 and r["groups/kept_frac"] == 0.0, r
+        assert r["loss/total"] == 0.0 and r["optim/grad_norm"] == 0.0 and r["reward/mean"] == 0.0, r

@@ -77,3 +77,33 @@ def test_public_api(cfg):
     assert fn(["1+1="], ["2"], answer=["2"]) == [1.1]   # correct (1.0) + 0.1 · format (1.0)
     assert fn(["1+1="], ["x"], answer=["2"]) == [0.0]
     assert rlx.build("algo", cfg.algo).group_size == 8
+
+
+SECOND_WAVE = ["clip_cov", "kl_cov", "gpg", "sapo", "ppo_penalty", "gvpo", "grpo_lambda", "cppo", "ghpo", "eepo"]
+
+
+def _own_keys(preset: str) -> list[str]:
+    """The keys of conf/algo/<preset>.yaml that the grpo preset does not have (the preset's own knobs)."""
+    own = set(rlx.compose([f"algo={preset}"]).algo) - set(rlx.compose(["algo=grpo"]).algo)
+    return sorted(k for k in own if len(k) > 3)
+
+
+@pytest.mark.parametrize("preset", SECOND_WAVE)
+def test_misspelt_key_of_each_new_preset_names_the_closest(preset):
+    keys = _own_keys(preset)
+    assert keys, f"{preset}: no key of its own"
+    for key in keys:
+        with pytest.raises(ConfigError) as e:
+            rlx.compose([f"algo={preset}", f"algo.{key[:-1]}=1"])
+        first = str(e.value).splitlines()[0]
+        assert f"did you mean 'algo.{key}'" in first, first
+
+
+def test_misspelt_key_of_each_new_preset_exits_2_from_the_cli():
+    procs = {p: subprocess.Popen([sys.executable, "-m", "rlx", f"algo={p}", f"algo.{_own_keys(p)[0][:-1]}=1"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in SECOND_WAVE}
+    for p, proc in procs.items():
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2, (p, err)
+        assert f"did you mean 'algo.{_own_keys(p)[0]}'" in err.splitlines()[0], (p, err)
+        assert "building the embedded model" not in err

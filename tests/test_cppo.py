@@ -101,12 +101,12 @@ def _stub_loop(algo, rewards, G, T=2):
     n = len(rewards)
     mask = torch.ones(n, T, dtype=torch.bool)
 
-    def generate_round(B, G_):
+    def generate_round(B, G_, retry):
         batch = Batch(torch.zeros(n, 1 + T, dtype=torch.long), torch.ones(n, 1 + T, dtype=torch.long), mask, rewards)
         raw = dict(total=rewards.tolist(), score=rewards.tolist(), terms={}, failed=[False] * n, response_mask=mask,
                    truncated=torch.zeros(n, dtype=torch.bool), gen_s=1.0, gen_tokens=n * T, shape_metrics={},
                    episode_metrics=None, rewards=rewards)
-        return batch, raw, algo.keep(rewards.view(-1, G))
+        return batch, raw, algo.keep(rewards.view(-1, G)), [{}] * (n // G)
 
     lr_steps = []
     stub = SimpleNamespace(cfg=OmegaConf.create({"data": {"prompts_per_step": n // G}}), algo=algo,

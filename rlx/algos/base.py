@@ -125,6 +125,18 @@ class PolicyAlgorithm(Algorithm):
         rlx.rollout.episodes.EpisodeRunner). Default: independent episodes; tree rollouts (Tree-GRPO) fork them."""
         return runner.run(records, n=group_size)
 
+    def sample_completions(self, sampler, records: list[dict], group_size: int):
+        """The ``Rollout`` of ``group_size`` completions per record, single-turn (``sampler``:
+        rlx.trainers.online.Sampler). Default: one generation call; EEPO samples in two halves and unlearns the
+        first half's mode in between."""
+        return sampler.generate(records, group_size)
+
+    def retry_records(self, records: list[dict], keep: torch.Tensor) -> list[dict]:
+        """Records to generate in the next round (when ``gen_rounds`` > 1 and fewer than B groups are kept) instead
+        of fresh prompts, from this round's ``records`` and ``keep`` [len(records)]. Default: none (fresh prompts,
+        dynamic sampling); GHPO retries a group that all failed with a hint."""
+        return []
+
     def keep(self, rewards: torch.Tensor) -> torch.Tensor:
         """Bool [B]: which prompt groups (rewards [B, G]) go into the update. Default: all."""
         return torch.ones(rewards.shape[0], dtype=torch.bool)

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -35,6 +37,18 @@ from rlx.rollout.correction import CORRECTIONS, logp_mismatch
 from rlx.runtime import faults, speed
 from rlx.trainers import minibatch
 from rlx.trainers.base import Trainer
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """What an algorithm's ``sample_completions`` works with (rlx/algos/base.py): ``generate(records, n)`` → the
+    ``Rollout`` of n completions per record with the run's sampling settings; the policy ``model`` that
+    ``generate`` samples from (an algorithm may change its parameters between calls if it restores them: EEPO);
+    the forward's ``autocast`` (for ``rlx.models.logprobs.token_logprobs``)."""
+
+    generate: Callable
+    model: torch.nn.Module
+    autocast: object
 
 
 class OnlineTrainer(Trainer):
@@ -85,6 +99,10 @@ class OnlineTrainer(Trainer):
                         "perf/train_s": t_all - t_gen})
         return metrics
 
+    @property
+    def sampler(self) -> Sampler:
+        return Sampler(generate=lambda records, n: self.sample(records, n=n), model=self.model, autocast=self.autocast)
+
     def _mini(self, n: int) -> int:
         return min(self.cfg.trainer.mini_batch_size or n, n)
 
@@ -94,19 +112,22 @@ class OnlineTrainer(Trainer):
         accepted B groups; one round unless the algorithm asks for more (``gen_rounds``: dynamic sampling
         refills the batch)."""
         B, G = self.cfg.data.prompts_per_step, self.algo.group_size
-        rounds, n_pass, n_kept = [], 0, 0
+        rounds, n_pass, n_kept, n_groups = [], 0, 0, 0
         max_rounds = self.algo.gen_rounds()
+        retry: list[dict] = []   # records the algorithm generates again instead of fresh prompts (GHPO's hints)
         for _ in range(max(1, max_rounds)):
-            batch, raw, keep = self._generate_round(B, G)
+            batch, raw, keep, records = self._generate_round(B, G, retry)
             n_pass += int(keep.sum())
+            n_groups += len(records)
             keep = keep & (keep.cumsum(0) <= B - n_kept)   # never more than B groups
             n_kept += int(keep.sum())
             rounds.append((batch, raw, keep))
             if n_kept >= B:
                 break
+            retry = self.algo.retry_records(records, keep)
         metrics = merged_rollout_metrics([r[1] for r in rounds], G)
         metrics.update(merged_episode_metrics([r[1]["episode_metrics"] for r in rounds]))
-        metrics["groups/kept_frac"] = n_pass / (B * len(rounds))
+        metrics["groups/kept_frac"] = n_pass / n_groups
         if max_rounds > 1:
             metrics[f"{self.algo.name}/gen_rounds"] = float(len(rounds))
             metrics[f"{self.algo.name}/batch_fill"] = n_kept / B
@@ -117,13 +138,18 @@ class OnlineTrainer(Trainer):
             parts.append(batch if rows.all() else self._select(batch, rows))
         return concat_batches(parts, self.tok.pad_token_id), metrics, select_metrics
 
-    def _generate_round(self, B: int, G: int):
-        """(batch [B·G], raw rollout data for the metrics, keep [B]) of B fresh prompts."""
-        records = self.data.train_batch(self.cursor, B)
-        self.cursor += B
+    def _generate_round(self, B: int, G: int, retry: list[dict]):
+        """(batch [n·G], raw rollout data for the metrics, keep [n], the n records): the records the algorithm
+        asked to generate again (``retry``), else B fresh prompts."""
+        if not retry:
+            retry = self.data.train_batch(self.cursor, B)
+            self.cursor += B
+        records = retry
         t0 = time.perf_counter()
-        # completions, or whole episodes with a multi-turn env (independent, or a tree the algorithm grows)
-        out = self.algo.sample_episodes(self.episodes, records, G) if self.episodes else self.sample(records, n=G)
+        # completions (one call, or the algorithm's own schedule: EEPO), or whole episodes with a multi-turn env
+        # (independent, or a tree the algorithm grows)
+        out = (self.algo.sample_episodes(self.episodes, records, G) if self.episodes
+               else self.algo.sample_completions(self.sampler, records, G))
         gen_s = time.perf_counter() - t0
         fields = self.reward_fields(records, out, G, train=True)   # no data fields for label-free algorithms
         prompts = [r["prompt"] for r in records for _ in range(G)]
@@ -158,7 +184,7 @@ class OnlineTrainer(Trainer):
         if "greedy_baseline" in self.algo.requires:
             batch.greedy_rewards = self._greedy_rewards(records, G)
         raw["rewards"] = rewards
-        return batch, raw, self.algo.keep(rewards.view(-1, G))
+        return batch, raw, self.algo.keep(rewards.view(-1, G)), records
 
     def _greedy_rewards(self, records: list[dict], G: int) -> torch.Tensor:
         """Total reward [B*G] of one greedy decode per prompt, repeated for its G samples (NaN = unscorable)."""
