@@ -26,9 +26,9 @@ from rlx.sweep import sweep_group, threads_per_job
 # Two arms x two seeds, small enough to check by hand (steps 0-4; eval at 0, 2, 4).
 ARMS = {
     ("grpo", 0): dict(eval=[0.2, 0.4, 0.6], reward=[0.2, 0.4, 0.6, 0.8], entropy=[1.0, 0.8, 0.6, 0.4],
-                      kl=[0.0, 0.02, 0.04, 0.06], wall=10.0),
+                      kl=[0.0, 0.02, 0.04, 0.06], length=[6.0, 5.0, 4.0, 3.0], wall=10.0),
     ("grpo", 1): dict(eval=[0.2, 0.6, 0.8], reward=[0.4, 0.4, 0.8, 0.8], entropy=[1.0, 1.0, 0.8, 0.8],
-                      kl=[0.0, 0.0, 0.02, 0.02], wall=14.0),
+                      kl=[0.0, 0.0, 0.02, 0.02], length=[8.0, 8.0, 6.0, 6.0], wall=14.0),
     ("dapo", 0): dict(eval=[0.1, 0.3, 0.4], reward=[0.1, 0.2, 0.3, 0.4], wall=20.0),
     ("dapo", 1): dict(eval=[0.3, 0.3, 0.4], reward=[0.3, 0.3, 0.3, 0.4], wall=22.0),
 }
@@ -43,7 +43,7 @@ def write_run(d: Path, algo: str, seed: int, arm: dict) -> None:
             row["eval/arithmetic/accuracy"] = arm["eval"][step // 2]
         if step:
             row["reward/mean"] = arm["reward"][step - 1]
-            row["response_length/mean"] = 4.0
+            row["response_length/mean"] = arm["length"][step - 1] if "length" in arm else 4.0
             row["policy/clip_frac"] = 0.0
             if "entropy" in arm:
                 row["policy/entropy"], row["policy/kl_ref"] = arm["entropy"][step - 1], arm["kl"][step - 1]
@@ -74,10 +74,12 @@ def test_summary_table_by_hand(sweep_dir, tmp_path):
     md = (out / "report.md").read_text()
     # grpo: final acc 0.6, 0.8 -> 0.700 ± 0.141 (std with n-1: sqrt(0.01 + 0.01)); >= 0.5 first at steps 4
     # and 2 -> 3 (2/2); wall (10 + 14) / 2 = 12; entropy: mean of all 4 steps per run 0.7, 0.9 -> 0.80 ±
-    # 0.14; KL 0.03, 0.01 -> 0.0200 ± 0.0141.
-    assert "| grpo | 2 | 0.200 ± 0.000 | 0.700 ± 0.141 | 3 (2/2) | 4 | 12 | 0.80 ± 0.14 | 0.0200 ± 0.0141 |" in md
-    # dapo: start 0.1, 0.3 -> 0.200 ± 0.141; final 0.4, 0.4; never reaches 0.5; no entropy/KL logged.
-    assert "| dapo | 2 | 0.200 ± 0.141 | 0.400 ± 0.000 | – | 4 | 21 | – | – |" in md
+    # 0.14; KL 0.03, 0.01 -> 0.0200 ± 0.0141; response length at step 1: 6, 8 -> 7.0; over the last (all 4)
+    # steps: 4.5, 7.0 -> 5.75, printed 5.8.
+    assert ("| grpo | 2 | 0.200 ± 0.000 | 0.700 ± 0.141 | 3 (2/2) | 4 | 12 | 0.80 ± 0.14 | 0.0200 ± 0.0141 "
+            "| 7.0 → 5.8 |") in md
+    # dapo: start 0.1, 0.3 -> 0.200 ± 0.141; final 0.4, 0.4; never reaches 0.5; no entropy/KL logged; length 4.
+    assert "| dapo | 2 | 0.200 ± 0.141 | 0.400 ± 0.000 | – | 4 | 21 | – | – | 4.0 → 4.0 |" in md
     assert "| 4_grpo_s2 | killed | killed by SIGKILL |" in md
     for name in ("report.html", "report.png"):
         assert (out / name).stat().st_size > 5_000

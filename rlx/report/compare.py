@@ -152,6 +152,11 @@ def _last(run: Run, key: str, window: int = 1):
     return statistics.fmean(vals) if vals else None
 
 
+def _first(run: Run, key: str):
+    vals = [v for v in run.series(key)[1] if math.isfinite(v)]
+    return vals[0] if vals else None
+
+
 def steps_to(run: Run, key: str, threshold: float):
     """First logged step at which ``key`` >= ``threshold`` (None if never)."""
     return next((s for s, v in zip(*run.series(key)) if v >= threshold), None)
@@ -173,6 +178,8 @@ def summary_rows(groups: dict[str, list[Run]], acc_key: str | None, threshold: f
             "wall_s": _mean_std(wall),
             "entropy": _mean_std([_last(r, "policy/entropy", FINAL_WINDOW) for r in runs]),
             "kl": _mean_std([_last(r, "policy/kl_ref", FINAL_WINDOW) for r in runs]),
+            "length": (_mean_std([_first(r, "response_length/mean") for r in runs]),
+                       _mean_std([_last(r, "response_length/mean", FINAL_WINDOW) for r in runs])),
         })
     return rows
 
@@ -181,14 +188,17 @@ def table_cells(row: dict, threshold: float) -> list[str]:
     mean_steps, k = row["steps_to"]
     reach = "–" if mean_steps is None else f"{mean_steps:.0f} ({k}/{row['runs']})"
     wall = "–" if row["wall_s"] is None else f"{row['wall_s'][0]:.0f}"
+    first, last = row["length"]
+    length = "–" if first is None or last is None else f"{first[0]:.1f} → {last[0]:.1f}"
     return [row["group"], str(row["runs"]), _fmt(row["acc_start"]), _fmt(row["acc_final"]), reach,
-            str(row["steps"]), wall, _fmt(row["entropy"], 2), _fmt(row["kl"], 4)]
+            str(row["steps"]), wall, _fmt(row["entropy"], 2), _fmt(row["kl"], 4), length]
 
 
 def table_header(acc_key: str | None, threshold: float) -> list[str]:
     acc = acc_key or "eval accuracy"
     return ["group", "runs", f"{acc} at step 0", f"final {acc}", f"steps to {acc} ≥ {threshold:g}", "steps",
-            "wall s", f"final entropy (last {FINAL_WINDOW})", f"final KL to ref (last {FINAL_WINDOW})"]
+            "wall s", f"final entropy (last {FINAL_WINDOW})", f"final KL to ref (last {FINAL_WINDOW})",
+            f"response length, first step → last {FINAL_WINDOW}"]
 
 
 def markdown(header, cells, failed: list[Run], title: str, notes: str, stats_md: str = "") -> str:
