@@ -1,7 +1,7 @@
 """One file per algorithm: its advantage estimator and loss as pure tensor functions, and the frozen dataclass the
 registry builds from its preset (rlx/algos/base.py)."""
 
-# Families: GRPO (aepo arpo cispo clip_cov cppo dapo dr_grpo gigpo gmpo gpg grpo grpo_lambda gspo gspo_token
+# Families: GRPO (aepo arpo cispo clip_cov cppo dapo dr_grpo eepo ghpo gigpo gmpo gpg grpo grpo_lambda gspo gspo_token
 # gvpo kl_cov sapo tree_grpo ufo); PPO with a critic (ppo ppo_penalty ppo_ptx vapo; rm trains reward models);
 # critic-free REINFORCE (raft raft_pp reinforce reinforce_pp reinforce_pp_baseline reinforce_rej remax rloo);
 # label-free (rlsc ttrl); offline preference (dpo ipo kto odpo orpo rrhf simpo); sft.
@@ -14,6 +14,8 @@ from rlx.algos import (  # noqa: F401
     dapo,
     dpo,
     dr_grpo,
+    eepo,
+    ghpo,
     gigpo,
     gmpo,
     gpg,

@@ -131,11 +131,12 @@ class PolicyAlgorithm(Algorithm):
         first half's mode in between."""
         return sampler.generate(records, group_size)
 
-    def retry_records(self, records: list[dict], keep: torch.Tensor) -> list[dict]:
+    def retry_records(self, records: list[dict], keep: torch.Tensor) -> list[dict] | None:
         """Records to generate in the next round (when ``gen_rounds`` > 1 and fewer than B groups are kept) instead
-        of fresh prompts, from this round's ``records`` and ``keep`` [len(records)]. Default: none (fresh prompts,
-        dynamic sampling); GHPO retries a group that all failed with a hint."""
-        return []
+        of fresh prompts, from this round's ``records`` and ``keep`` [len(records)]; [] = no further round. The loop
+        logs ``<algo>/retried_groups`` and ``<algo>/retried_kept`` for an algorithm that retries. Default: None
+        (fresh prompts: dynamic sampling); GHPO retries a group that all failed, with a hint."""
+        return None
 
     def keep(self, rewards: torch.Tensor) -> torch.Tensor:
         """Bool [B]: which prompt groups (rewards [B, G]) go into the update. Default: all."""

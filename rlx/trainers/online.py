@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rlx.algos.base import PolicyAlgorithm
 from rlx.batch import Batch, LossInputs, concat_batches  # noqa: F401 (Batch: the loop's batch type, re-exported)
 from rlx.metrics import MetricAccumulator, advantage_metrics, merged_episode_metrics, merged_rollout_metrics
 from rlx.models.logprobs import token_logprobs
@@ -44,11 +45,12 @@ class Sampler:
     """What an algorithm's ``sample_completions`` works with (rlx/algos/base.py): ``generate(records, n)`` → the
     ``Rollout`` of n completions per record with the run's sampling settings; the policy ``model`` that
     ``generate`` samples from (an algorithm may change its parameters between calls if it restores them: EEPO);
-    the forward's ``autocast`` (for ``rlx.models.logprobs.token_logprobs``)."""
+    the forward's ``autocast`` (for ``rlx.models.logprobs.token_logprobs``); the tokenizer's ``pad_id``."""
 
     generate: Callable
     model: torch.nn.Module
     autocast: object
+    pad_id: int
 
 
 class OnlineTrainer(Trainer):
@@ -101,7 +103,8 @@ class OnlineTrainer(Trainer):
 
     @property
     def sampler(self) -> Sampler:
-        return Sampler(generate=lambda records, n: self.sample(records, n=n), model=self.model, autocast=self.autocast)
+        return Sampler(generate=lambda records, n: self.sample(records, n=n), model=self.model, autocast=self.autocast,
+                       pad_id=self.tok.pad_token_id)
 
     def _mini(self, n: int) -> int:
         return min(self.cfg.trainer.mini_batch_size or n, n)
@@ -112,25 +115,32 @@ class OnlineTrainer(Trainer):
         accepted B groups; one round unless the algorithm asks for more (``gen_rounds``: dynamic sampling
         refills the batch)."""
         B, G = self.cfg.data.prompts_per_step, self.algo.group_size
-        rounds, n_pass, n_kept, n_groups = [], 0, 0, 0
+        rounds, n_pass, n_kept, n_groups, n_retried, n_retried_kept = [], 0, 0, 0, 0, 0
         max_rounds = self.algo.gen_rounds()
-        retry: list[dict] = []   # records the algorithm generates again instead of fresh prompts (GHPO's hints)
+        retry = None   # records the algorithm generates again instead of fresh prompts (GHPO's hinted prompts)
         for _ in range(max(1, max_rounds)):
             batch, raw, keep, records = self._generate_round(B, G, retry)
             n_pass += int(keep.sum())
             n_groups += len(records)
+            if retry is not None:
+                n_retried, n_retried_kept = n_retried + len(records), n_retried_kept + int(keep.sum())
             keep = keep & (keep.cumsum(0) <= B - n_kept)   # never more than B groups
             n_kept += int(keep.sum())
             rounds.append((batch, raw, keep))
             if n_kept >= B:
                 break
             retry = self.algo.retry_records(records, keep)
+            if retry is not None and not retry:   # nothing to retry: the batch stays partly filled
+                break
         metrics = merged_rollout_metrics([r[1] for r in rounds], G)
         metrics.update(merged_episode_metrics([r[1]["episode_metrics"] for r in rounds]))
         metrics["groups/kept_frac"] = n_pass / n_groups
         if max_rounds > 1:
             metrics[f"{self.algo.name}/gen_rounds"] = float(len(rounds))
             metrics[f"{self.algo.name}/batch_fill"] = n_kept / B
+        if type(self.algo).retry_records is not PolicyAlgorithm.retry_records:   # GHPO: how many groups were retried
+            metrics[f"{self.algo.name}/retried_groups"] = float(n_retried)
+            metrics[f"{self.algo.name}/retried_kept"] = float(n_retried_kept)
         parts, select_metrics = [], {}
         for batch, raw, keep in rounds:
             samples, select_metrics = self.algo.keep_samples(raw["rewards"].view(-1, G))
@@ -138,10 +148,10 @@ class OnlineTrainer(Trainer):
             parts.append(batch if rows.all() else self._select(batch, rows))
         return concat_batches(parts, self.tok.pad_token_id), metrics, select_metrics
 
-    def _generate_round(self, B: int, G: int, retry: list[dict]):
+    def _generate_round(self, B: int, G: int, retry: list[dict] | None):
         """(batch [n·G], raw rollout data for the metrics, keep [n], the n records): the records the algorithm
-        asked to generate again (``retry``), else B fresh prompts."""
-        if not retry:
+        asked to generate again (``retry``), else (None) B fresh prompts."""
+        if retry is None:
             retry = self.data.train_batch(self.cursor, B)
             self.cursor += B
         records = retry
