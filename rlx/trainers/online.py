@@ -42,10 +42,9 @@ from rlx.trainers.base import Trainer
 
 @dataclass(frozen=True)
 class Sampler:
-    """What an algorithm's ``sample_completions`` works with (rlx/algos/base.py): ``generate(records, n)`` → the
-    ``Rollout`` of n completions per record with the run's sampling settings; the policy ``model`` that
-    ``generate`` samples from (an algorithm may change its parameters between calls if it restores them: EEPO);
-    the forward's ``autocast`` (for ``rlx.models.logprobs.token_logprobs``); the tokenizer's ``pad_id``."""
+    """What ``algo.sample_completions`` works with: ``generate(records, n)`` → a ``Rollout`` of n completions per
+    record; the policy ``model`` it samples from (EEPO changes its parameters between calls, then restores them);
+    the forward's ``autocast`` (``rlx.models.logprobs.token_logprobs``); the tokenizer's ``pad_id``."""
 
     generate: Callable
     model: torch.nn.Module
