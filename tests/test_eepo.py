@@ -269,13 +269,6 @@ def test_preset_composes_and_builds():
     assert a.beta == 0.04 and "ref_logp" in a.requires
 
 
-def test_unknown_key_names_the_closest():
-    with pytest.raises(ConfigError) as e:
-        rlx.compose(["algo=eepo", "algo.unlearn_l=0.1"])
-    first = str(e.value).splitlines()[0]
-    assert "'algo.unlearn_l'" in first and "did you mean 'algo.unlearn_lr'" in first, first
-
-
 @pytest.mark.parametrize("key,value,needle", [
     ("group_size", 5, "algo.group_size=5: eepo samples G/2"),
     ("entropy_threshold", -0.1, "algo.entropy_threshold=-0.1: must be >= 0"),

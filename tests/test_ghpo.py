@@ -208,13 +208,6 @@ def test_a_multi_turn_env_is_refused_naming_env():
         rlx.compose(["algo=ghpo", "env=guess"])
 
 
-def test_unknown_key_names_the_closest():
-    with pytest.raises(ConfigError) as e:
-        rlx.compose(["algo=ghpo", "algo.hint_ratio=[0.5]"])
-    first = str(e.value).splitlines()[0]
-    assert "'algo.hint_ratio'" in first and "did you mean 'algo.hint_ratios'" in first, first
-
-
 @pytest.mark.parametrize("value, why", [("[0.25,1.0]", r"\[0.25, 1.0\]: each ratio must be in \(0, 1\)"),
                                         ("[0.0,0.5]", r"\[0.0, 0.5\]: each ratio must be in \(0, 1\)"),
                                         ("[0.5,0.25]", r"\[0.5, 0.25\]: must increase"),
