@@ -32,6 +32,10 @@ class Batch:
     ``turn_state`` [N, T] long: a hash of the environment state the policy acted from in that turn (equal
     hashes = the same state: GiGPO's anchor states), 0 where ``turn`` is 0.
     ``tree`` [N] long: with tree rollouts (Tree-GRPO), which tree of its prompt group a sample is a leaf of.
+    ``token_rewards`` [N, T] float32: the weighted per-token rewards of token-level reward terms (``reward=prm``: a
+    reward at each step's end token), in the columns of the tokens they reward, 0 elsewhere; None when the reward
+    has no such term. ``rewards`` is the other terms' total; the algorithms that take token rewards
+    (``takes_token_rewards``: PPO, REINFORCE++) add these to their per-token rewards.
     """
 
     input_ids: torch.Tensor
@@ -48,6 +52,7 @@ class Batch:
     turn: torch.Tensor | None = None
     turn_state: torch.Tensor | None = None
     tree: torch.Tensor | None = None
+    token_rewards: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -55,6 +60,18 @@ class Batch:
     @property
     def T(self) -> int:
         return self.response_mask.shape[1]
+
+
+def token_reward_matrix(values: list | None, T: int, device=None) -> torch.Tensor | None:
+    """``Batch.token_rewards`` [N, T] from the reward's per-sample lists (``token_rewards`` of
+    ``CompositeReward.score``; each from response column 0, None = a failed sample: zeros); None for None."""
+    if values is None:
+        return None
+    out = torch.zeros(len(values), T, dtype=torch.float32)
+    for i, v in enumerate(values):
+        if v:
+            out[i, :min(len(v), T)] = torch.tensor(v[:T], dtype=torch.float32)
+    return out.to(device)
 
 
 def concat_batches(parts: list[Batch], pad_id: int) -> Batch:

@@ -158,8 +158,8 @@ def merged_rollout_metrics(raws: list[dict], group_size: int) -> dict:
     return m
 
 
-def merged_episode_metrics(parts: list[dict | None]) -> dict:
-    """The episode metrics of several generation rounds: means and shares averaged, counts summed."""
+def merged_extra_metrics(parts: list[dict | None]) -> dict:
+    """The extra metrics (``Rollout.extra_metrics``) of several generation rounds: means and shares averaged, counts summed."""
     parts = [p for p in parts if p]
     if not parts:
         return {}

@@ -227,8 +227,8 @@ def test_sampling_with_a_real_runner(guess_runner):
     rows = {id(p): i for i, p in enumerate(p for g in groups for p in g.paths)}
     forks = [p for g in groups for p in g.paths if p.parent is not None]
     assert forks, "no branch: the test would not check a shared prefix"
-    assert out.episode_metrics["aepo/branch_mean"] == len(forks) / 3
-    assert out.episode_metrics["aepo/global_mean"] + out.episode_metrics["aepo/branch_mean"] == G
+    assert out.extra_metrics["aepo/branch_mean"] == len(forks) / 3
+    assert out.extra_metrics["aepo/global_mean"] + out.extra_metrics["aepo/branch_mean"] == G
     for f in forks:
         i, p = rows[id(f)], rows[id(f.parent)]
         # branches start at a tool-call turn boundary of their parent, never at the prompt
@@ -254,7 +254,7 @@ def test_sampling_with_a_real_runner(guess_runner):
     torch.manual_seed(2)
     preset = algo().sample_episodes(runner, records, G)
     assert preset.completion_ids.shape[0] == 3 * G
-    m = preset.episode_metrics
+    m = preset.extra_metrics
     assert m["aepo/global_mean"] + m["aepo/branch_mean"] == G and 1 <= m["aepo/m_mean"] <= G
 
 

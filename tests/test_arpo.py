@@ -157,7 +157,7 @@ def test_budget_order_and_fill():
     # every row: turn 1 (2 tokens), "o", turn 2, "o", turn 3 = 8 columns; a fork shares turn 1 and the observation
     assert out.completion_ids.shape == (16, 8) and out.attention.all()
     assert torch.equal(out.response_mask[0], torch.tensor([1, 1, 0, 1, 1, 0, 1, 1], dtype=torch.bool))
-    m = out.episode_metrics
+    m = out.extra_metrics
     assert m["arpo/branches_per_prompt_mean"] == 4 and m["arpo/filler_frac"] == 0.25
     # examined per group: the roots' turns 2 and 3 (4), each fork's turn 3 (4); branched at 2 of the 8
     assert m["arpo/tool_turns_branched_frac"] == 0.25
@@ -182,7 +182,7 @@ def test_no_tool_turn_fills_the_group_with_global_rollouts():
     a = algo("algo.group_size=6", "algo.global_rollouts=2", "algo.base_prob=1.0")
     out = a.sample_episodes(scripted_runner(OneTurn), RECORDS, 6)
     assert out.tree.tolist() == [0, 1, 2, 3, 4, 5] * 2 and out.completion_ids.shape == (12, 2)
-    m = out.episode_metrics
+    m = out.extra_metrics
     assert m["arpo/filler_frac"] == 4 / 6 and m["arpo/branches_per_prompt_mean"] == 0
     assert m["arpo/tool_turns_branched_frac"] == 0 and m["arpo/delta_entropy_mean"] == 0
 
@@ -253,7 +253,7 @@ def test_branching_with_a_real_runner(guess_runner):
     again = a.sample_episodes(runner, records, M)
     assert first.completion_ids.shape[0] == 3 * M and torch.equal(first.tree, again.tree)
     assert torch.equal(first.completion_ids, again.completion_ids)
-    assert 0 <= first.episode_metrics["arpo/tool_turns_branched_frac"] <= 1
+    assert 0 <= first.extra_metrics["arpo/tool_turns_branched_frac"] <= 1
 
 
 # ---------------------------------------------------------------- preset

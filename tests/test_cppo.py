@@ -105,7 +105,7 @@ def _stub_loop(algo, rewards, G, T=2):
         batch = Batch(torch.zeros(n, 1 + T, dtype=torch.long), torch.ones(n, 1 + T, dtype=torch.long), mask, rewards)
         raw = dict(total=rewards.tolist(), score=rewards.tolist(), terms={}, failed=[False] * n, response_mask=mask,
                    truncated=torch.zeros(n, dtype=torch.bool), gen_s=1.0, gen_tokens=n * T, shape_metrics={},
-                   episode_metrics=None, rewards=rewards)
+                   extra_metrics=None, rewards=rewards)
         return batch, raw, algo.keep(rewards.view(-1, G)), [{}] * (n // G)
 
     lr_steps = []

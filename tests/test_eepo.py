@@ -112,7 +112,7 @@ def test_merge_keeps_each_records_completions_contiguous_and_pads():
     # engine log-probs: first's -1..-12 (0 past a response), second's -1..-4, then 0-padded to width 3
     assert out.engine_logp.tolist() == [[-1, -2, -3], [-4, -5, 0], [-1, 0, 0], [-2, 0, 0],
                                         [-7, 0, 0], [-10, -11, -12], [-3, 0, 0], [-4, 0, 0]]
-    assert out.gen_tokens == 9 + 4 and out.episode_metrics is None
+    assert out.gen_tokens == 9 + 4 and out.extra_metrics is None
 
 
 def test_merge_refuses_what_it_cannot_join():
@@ -210,7 +210,7 @@ def test_the_second_half_comes_from_the_forgetting_model_and_the_policy_is_resto
     # each record: its 2 first-half rows, then its 2 second-half rows
     assert out.texts == [t for b in range(3) for t in (*first.texts[2 * b:2 * b + 2], *second.texts[2 * b:2 * b + 2])]
     assert torch.equal(out.prompt_ids[::4], first.prompt_ids[::2])
-    m = out.episode_metrics
+    m = out.extra_metrics
     assert m["eepo/unlearned"] == float(fire) and m["eepo/entropy_gate"] == m["eepo/entropy_first_half"] > 0
     assert m["eepo/forget_loss"] > 0
 

@@ -75,7 +75,7 @@ def test_episode_layout(guess_model):
     # the first turn's state is the same for every episode of a prompt (the whole range): an anchor state
     first = out.turn_state[out.turn == 1].view(-1)
     assert first.numel() > 0
-    assert out.episode_metrics["episode/turns_mean"] > 1
+    assert out.extra_metrics["episode/turns_mean"] > 1
 
 
 def test_observation_tokens_get_zero_gradient(guess_model):
@@ -138,8 +138,8 @@ def test_bad_input_ends_the_episode_not_the_run(guess_model, case):
     out = episode_runner(guess_model, max_new_tokens=4, env=env).run(data.train_batch(0, 4), n=2)
     ended_by_eos = int((~out.truncated).sum())   # episodes whose first turn ended with EOS reached the env
     assert ended_by_eos > 0
-    assert out.episode_metrics["env/failures"] == ended_by_eos
-    assert out.episode_metrics["episode/turns_mean"] == 1.0   # no failed episode took another turn
+    assert out.extra_metrics["env/failures"] == ended_by_eos
+    assert out.extra_metrics["episode/turns_mean"] == 1.0   # no failed episode took another turn
     assert time.perf_counter() - t0 < 30
 
 

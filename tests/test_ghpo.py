@@ -136,7 +136,7 @@ def _stub_loop(algo, records: list[dict], solves, G=2, B=3, T=2):
         batch = Batch(ids, torch.ones_like(ids), mask, rewards)
         raw = dict(total=rewards.tolist(), score=rewards.tolist(), terms={}, failed=[False] * n * G_,
                    response_mask=mask, truncated=torch.zeros(n * G_, dtype=torch.bool), gen_s=1.0,
-                   gen_tokens=n * G_ * T, shape_metrics={}, episode_metrics=None, rewards=rewards)
+                   gen_tokens=n * G_ * T, shape_metrics={}, extra_metrics=None, rewards=rewards)
         state.rounds.append([r["prompt"] for r in retry])
         return batch, raw, algo.keep(rewards.view(-1, G_)), retry
 

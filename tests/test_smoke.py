@@ -28,6 +28,8 @@ def test_two_steps(algo, tmp_path):
     trainer = rlx.build("algo", rlx.compose([f"algo={algo}"]).algo).trainer
     if trainer == "rm":
         assert "rm/accuracy" in rows[0] and "rm/accuracy" in rows[-1]
+    elif trainer == "prm":
+        assert "eval/sums_prm/step_accuracy" in rows[0] and "eval/sums_prm/step_accuracy" in rows[-1]
     else:   # the preset's eval set: arithmetic, or the task a preset picks (ghpo: sums)
         held_out = [k for k in rows[0] if k.startswith("eval/") and k.endswith("/accuracy")]
         assert held_out and held_out[0] in rows[-1], rows[0]

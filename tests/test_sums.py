@@ -3,6 +3,8 @@ chosen by a data set's own warm_start node."""
 
 from __future__ import annotations
 
+import pytest
+
 import rlx
 from rlx.data.sums import SumsTask, final_answer, solution
 
@@ -44,3 +46,19 @@ def test_a_data_warm_start_is_its_own_build_and_the_default_key_is_unchanged():
     task = warm_task(sums.env, sums.data)
     assert task["data"]["name"] == "sums" and task["data"]["warm_start"]["dev_target"] == 0.2
     assert recipe_hash(sums.model, task) != recipe_hash(default.model)
+
+
+def test_worked_share_mixes_answer_only_demonstrations_into_training_only():
+    mixed, worked = SumsTask(eval_size=100, dev_size=50, worked_share=0.5), SumsTask(eval_size=100, dev_size=50)
+    train = mixed.train_batch(0, 1000)
+    terse = [r for r in train if ";" not in r["completion"]]
+    assert 400 < len(terse) < 600                                          # about half, drawn per record
+    assert all(r["completion"] == ">" + r["answer"] for r in terse)       # the answer alone: 3 tokens at most
+    assert [r["prompt"] for r in train] == [r["prompt"] for r in worked.train_batch(0, 1000)]   # same problems
+    assert mixed.train_batch(0, 1000) == train                             # the style is a function of (seed, i)
+    assert mixed.eval_set() == worked.eval_set() and all(";" in r["completion"] for r in mixed.eval_set())
+    cfg = rlx.compose(["experiment=sums_mixed"])
+    assert rlx.build("data", cfg.data).worked_share == 0.5
+    bad = rlx.compose(["experiment=sums", "data.warm_start.worked_share=1.5"])
+    with pytest.raises(ValueError, match=r"data.warm_start.worked_share=1.5: must be in \[0, 1\]"):
+        rlx.build("data", bad.data)

@@ -129,7 +129,7 @@ def test_tree_sampling_with_a_real_runner(guess_runner):
     assert set(out.completion_ids[obs].tolist()) <= set(tok(">", add_special_tokens=False)["input_ids"]
                                                           + tok("<", add_special_tokens=False)["input_ids"])
     assert torch.equal(out.response_mask, out.turn > 0)
-    m = out.episode_metrics
+    m = out.extra_metrics
     assert m["tree_grpo/leaves_per_tree_mean"] == 7 and 0 < m["tree_grpo/shared_prefix_frac"] < 1
     assert m["tree_grpo/fork_turn_mean"] == pytest.approx(sum(f.turn for f in forks) / len(forks))
     # the algorithm's sample_episodes is the same draw: node picks come from torch's generator (exact resume)

@@ -2,9 +2,10 @@
 registry builds from its preset (rlx/algos/base.py)."""
 
 # Families: GRPO (aepo arpo cispo clip_cov cppo dapo dr_grpo eepo ghpo gigpo gmpo gpg grpo grpo_lambda gspo gspo_token
-# gvpo kl_cov sapo tree_grpo ufo); PPO with a critic (ppo ppo_penalty ppo_ptx vapo; rm trains reward models);
+# gvpo kl_cov sapo spo tree_grpo ufo); PPO with a critic (ppo ppo_penalty ppo_ptx vapo; rm and prm train reward models);
 # critic-free REINFORCE (raft raft_pp reinforce reinforce_pp reinforce_pp_baseline reinforce_rej remax rloo);
-# label-free (rlsc ttrl); offline preference (dpo ipo kto odpo orpo rrhf simpo); sft.
+# label-free (rlsc ttrl); online preference (online_dpo); offline preference (dpo ipo kto odpo orpo qrpo rdpo rrhf
+# simpo step_dpo tdpo); sft.
 from rlx.algos import (  # noqa: F401
     aepo,
     arpo,
@@ -28,12 +29,16 @@ from rlx.algos import (  # noqa: F401
     kl_cov,
     kto,
     odpo,
+    online_dpo,
     orpo,
     ppo,
     ppo_penalty,
     ppo_ptx,
+    prm,
+    qrpo,
     raft,
     raft_pp,
+    rdpo,
     reinforce,
     reinforce_pp,
     reinforce_pp_baseline,
@@ -46,6 +51,9 @@ from rlx.algos import (  # noqa: F401
     sapo,
     sft,
     simpo,
+    spo,
+    step_dpo,
+    tdpo,
     tree_grpo,
     ttrl,
     ufo,

@@ -231,7 +231,7 @@ def groups_rollout(runner, groups: list[PromptGroup]):
         "aepo/h_tool_mean": sum(g.h_tool for g in groups) / n,
         "aepo/probe_tool_frac": sum(g.probe_tool for g in groups) / n,
     }
-    out.episode_metrics = {**(out.episode_metrics or {}), **metrics}
+    out.extra_metrics = {**(out.extra_metrics or {}), **metrics}
     return out
 
 

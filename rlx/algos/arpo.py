@@ -161,7 +161,7 @@ def arpo_rollout(runner, groups: list[list[Leaf]], stats: dict):
     """The groups as one ``Rollout`` (tree_grpo's layout: G contiguous rows per record, ``tree`` = root), with the
     ``arpo/`` metrics."""
     out = tree_rollout(runner, groups)
-    metrics = {k.replace("tree_grpo/", "arpo/"): v for k, v in out.episode_metrics.items()}
+    metrics = {k.replace("tree_grpo/", "arpo/"): v for k, v in out.extra_metrics.items()}
     deltas, rows = stats["deltas"], sum(len(g) for g in groups)
     metrics.update({
         # forked rows per prompt (Ẑ ≤ M − N)
@@ -173,7 +173,7 @@ def arpo_rollout(runner, groups: list[list[Leaf]], stats: dict):
         # rows that are fill-up trajectory-level samples (branching did not spend the budget)
         "arpo/filler_frac": stats["fillers"] / rows,
     })
-    out.episode_metrics = metrics
+    out.extra_metrics = metrics
     return out
 
 

@@ -11,6 +11,7 @@ read what it ``requires``:
     entropy          token entropies with gradient in the training forward (an entropy bonus)
     ptx              a pretraining LM term in every policy update (trainers/ptx.py)
     mismatched       offline: each prompt with another row's response (KTO's KL estimate)
+    seq_kl           offline: each response's sequential KL Σ_t KL(π_ref ‖ π_θ) over the vocabulary (TDPO)
 
 Each trainer kind has its base class here or beside it: ``PolicyAlgorithm`` (the online loop, below),
 ``PreferenceAlgorithm`` (algos/preference.py, the offline loop), ``SFT`` and ``RewardModelAlgo`` (their own
@@ -29,7 +30,7 @@ from rlx.batch import LossInputs
 from rlx.config.values import _choice, _need
 from rlx.ops import AGG_MODES
 
-REQUIREMENTS = ("ref_logp", "old_logp", "values", "greedy_baseline", "entropy", "ptx", "mismatched")
+REQUIREMENTS = ("ref_logp", "old_logp", "values", "greedy_baseline", "entropy", "ptx", "mismatched", "seq_kl")
 
 
 def check(cond: bool, msg: str) -> None:
@@ -104,6 +105,11 @@ class PolicyAlgorithm(Algorithm):
     #: True when ``loss`` multiplies per-token terms by ``LossInputs.is_weights`` (rollout.is_correction);
     #: False where the ratio or weight is one per response
     takes_is_weights: ClassVar[bool] = True
+    #: True when ``retry_records`` regenerates refused records (GHPO); the loop then logs ``<algo>/retried_*``
+    retries: ClassVar[bool] = False
+    #: True when the advantages add ``Batch.token_rewards`` (a token-level reward term: reward=prm) to the per-token
+    #: rewards (PPO, REINFORCE++); other algorithms refuse such a term (rlx.config.values.check_algorithm)
+    takes_token_rewards: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -134,9 +140,14 @@ class PolicyAlgorithm(Algorithm):
     def retry_records(self, records: list[dict], keep: torch.Tensor) -> list[dict] | None:
         """Records to generate in the next round (when ``gen_rounds`` > 1 and fewer than B groups are kept) instead
         of fresh prompts, from this round's ``records`` and ``keep`` [len(records)]; [] = no further round. The loop
-        logs ``<algo>/retried_groups`` and ``<algo>/retried_kept`` for an algorithm that retries. Default: None
-        (fresh prompts: dynamic sampling); GHPO retries a group that all failed, with a hint."""
+        logs ``<algo>/retried_groups`` and ``<algo>/retried_kept`` for an algorithm that sets ``retries``. Default:
+        None (fresh prompts: dynamic sampling); GHPO retries a group that all failed, with a hint."""
         return None
+
+    def refresh_reference(self, step: int) -> bool:
+        """True when the reference model becomes a copy of the policy at the start of ``step`` (iterative DPO;
+        rlx/trainers/reference.py). Default: False, a frozen reference."""
+        return False
 
     def keep(self, rewards: torch.Tensor) -> torch.Tensor:
         """Bool [B]: which prompt groups (rewards [B, G]) go into the update. Default: all."""

@@ -231,7 +231,7 @@ class EEPO(GRPO):
             del loss, logp, ent   # no step: the graph goes before the second half is generated
             second = sampler.generate(records, half)
         out = merge_rollouts(first, second, len(records), sampler.pad_id)
-        out.episode_metrics = {"eepo/unlearned": float(fire), "eepo/entropy_first_half": h,
+        out.extra_metrics = {"eepo/unlearned": float(fire), "eepo/entropy_first_half": h,
                                "eepo/entropy_gate": sum(window) / len(window), "eepo/forget_loss": loss_value}
         return out
 

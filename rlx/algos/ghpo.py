@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -95,6 +96,7 @@ def has_step_labels(record: dict) -> bool:
 class GHPO(GRPO):
     hint_ratios: tuple
     success_threshold: float
+    retries: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

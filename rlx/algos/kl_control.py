@@ -7,10 +7,11 @@ rather than into the loss. With T the last valid response token of a sample:
     r_t = −β · KL_t                   t < T
     r_T = score − β · KL_T            KL_t = KL_est(π_old‖π_ref) on the sampled token (k1: log π_old − log π_ref)
 
-Padding positions stay 0. Returns-to-go G_t = Σ_{s≥t} γ^{s−t} r_s turn this into token-level
-advantages (REINFORCE++) or, at t = 0, into a KL-penalised sequence reward score − β Σ_t KL_t (RLOO).
-s and t count valid tokens only: a hole in the mask (a multi-turn episode's observation tokens) is
-carried through, undiscounted, as if its columns were deleted.
+A token-level reward term (``reward=prm``: a reward at each reasoning step's end token) adds its rewards
+(``Batch.token_rewards``) to r_t at the tokens they belong to. Padding positions stay 0. Returns-to-go
+G_t = Σ_{s≥t} γ^{s−t} r_s turn this into token-level advantages (REINFORCE++) or, at t = 0, into a KL-penalised
+sequence reward score − β Σ_t KL_t (RLOO). s and t count valid tokens only: a hole in the mask (a multi-turn
+episode's observation tokens) is carried through, undiscounted, as if its columns were deleted.
 
 β is fixed, or adapted after every step by the proportional controller of Ziegler et al. (§2.2):
 
@@ -44,11 +45,15 @@ def token_kl(logp: torch.Tensor, ref_logp: torch.Tensor, response_mask: torch.Te
 
 
 def kl_penalized_token_rewards(scores: torch.Tensor, kl: torch.Tensor, response_mask: torch.Tensor,
-                               kl_coef: float) -> torch.Tensor:
+                               kl_coef: float, token_rewards: torch.Tensor | None = None) -> torch.Tensor:
     """Token rewards [N, T]: −kl_coef·KL_t at every valid token, plus the scalar score [N] at the last
-    valid token (docs/algorithm_notes.md §2.1 / §8.6; TRL's ``reward[last_non_masked_index] += score``)."""
+    valid token (docs/algorithm_notes.md §2.1 / §8.6; TRL's ``reward[last_non_masked_index] += score``), plus
+    the token-level terms' rewards [N, T] where given (0 at padding)."""
     r = torch.where(response_mask, -kl_coef * kl, torch.zeros_like(kl))
-    return r + last_token_mask(response_mask).to(r.dtype) * scores.to(r.dtype).unsqueeze(-1)
+    r = r + last_token_mask(response_mask).to(r.dtype) * scores.to(r.dtype).unsqueeze(-1)
+    if token_rewards is None:
+        return r
+    return r + torch.where(response_mask, token_rewards.to(r.dtype), torch.zeros_like(r))
 
 
 def returns_to_go(token_rewards: torch.Tensor, response_mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:

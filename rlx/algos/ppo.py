@@ -7,6 +7,9 @@ response token T, the EOS — not after it; docs/algorithm_notes.md §7 corrects
     r_t = −β·KL_t                        t < T
     r_T = R_RM(x, y) − β·KL_T            KL_t = log π_old(a_t|s_t) − log π_ref(a_t|s_t)   (k1)
 
+plus, with a token-level reward term (``reward=prm``), its reward at each reasoning step's end token
+(``Batch.token_rewards``; Math-Shepherd's step-by-step PPO, Wang et al. 2024, arXiv:2312.08935).
+
 GAE (Schulman et al. 2016, arXiv:1506.02438 eq. 16), computed back to front with V(s_{T+1}) = 0:
 
     δ_t = r_t + γ·V(s_{t+1}) − V(s_t),      Â_t = δ_t + γλ·Â_{t+1},      R̂_t = Â_t + V_old(s_t)
@@ -100,6 +103,7 @@ def ppo_policy_loss(logp, old_logp, advantages, response_mask, ref_logp=None, *,
 @dataclass(frozen=True, kw_only=True)
 class PPO(Aggregated, ClippedRatio, DualClip):
     min_group_size = 1
+    takes_token_rewards = True   # a token-level reward term's rewards join r_t (kl_penalized_token_rewards)
     beta: float                  # β of the KL in the reward (fixed, or the adaptive controller's start)
     kl_ctrl: str                 # fixed | adaptive
     kl_target: float
@@ -147,12 +151,14 @@ class PPO(Aggregated, ClippedRatio, DualClip):
         return float(self.lam)
 
     def token_rewards(self, batch):
-        """(r_t [N, T], KL_t [N, T]) with the current β: −β·KL_t per token + the score at the last one."""
+        """(r_t [N, T], KL_t [N, T]) with the current β: −β·KL_t per token + the score at the last one (+ the
+        token-level terms' rewards)."""
         if batch.ref_logp is None:
             kl = torch.zeros_like(batch.old_logp)
         else:
             kl = token_kl(batch.old_logp, batch.ref_logp, batch.response_mask, self.reward_kl_estimator)
-        return kl_penalized_token_rewards(batch.rewards, kl, batch.response_mask, self.kl_ctl.value), kl
+        r = kl_penalized_token_rewards(batch.rewards, kl, batch.response_mask, self.kl_ctl.value, batch.token_rewards)
+        return r, kl
 
     def value_targets(self, batch):
         """R̂ [N, T] = GAE(λ_critic) + V_old. The critic hook calls this before ``advantages`` (which

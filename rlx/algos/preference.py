@@ -7,8 +7,10 @@ then rejected; the data's order is authoritative, scores only grade it). The tra
 - ``layout``: ``pairs`` (every ordered pair of a record becomes a row of K = 2), ``ranked``
   (all K responses of a record in one row; RRHF) or ``pointwise`` (each response with a desirable /
   undesirable label; KTO — paired data gives chosen = desirable, rejected = undesirable)
-- ``requires``: ``ref_logp`` unless the loss is reference-free (then no reference model is loaded), and
-  ``mismatched`` to add each prompt with another row's response (KTO's KL estimate)
+- ``requires``: ``ref_logp`` unless the loss is reference-free (then no reference model is loaded),
+  ``mismatched`` to add each prompt with another row's response (KTO's KL estimate), and ``seq_kl`` for
+  each response's sequential KL Σ_t KL(π_ref(·|x, y_<t) ‖ π_θ(·|x, y_<t)) over the full vocabulary (TDPO;
+  needs ``ref_logp``: the reference forward runs every step, as full distributions are not cached)
 - ``implicit_rewards(batch)``: the reward each response gets under the loss (for ``pref/*``)
 - ``loss(batch)``: ``(loss, metrics)``
 """
@@ -34,12 +36,13 @@ class PrefBatch:
     labels: torch.Tensor | None = None       # bool, True = desirable (pointwise layout)
     kl_logps: torch.Tensor | None = None     # [B] log π_θ(y'|x) of a mismatched response, no gradient
     ref_kl_logps: torch.Tensor | None = None  # [B] the same under π_ref
+    seq_kl: torch.Tensor | None = None       # Σ_t KL(π_ref(·|x,y_<t) ‖ π_θ(·|x,y_<t)) ("seq_kl"), gradient via π_θ
 
 
 @dataclass(frozen=True, kw_only=True)
 class PreferenceAlgorithm(Algorithm):
-    """The offline loop's algorithm: ``layout``, ``requires`` (ref_logp unless ``reference_free``; mismatched),
-    ``implicit_rewards(batch)`` and ``loss(batch)`` on a ``PrefBatch``."""
+    """The offline loop's algorithm: ``layout``, ``requires`` (ref_logp unless ``reference_free``; mismatched;
+    seq_kl), ``implicit_rewards(batch)`` and ``loss(batch)`` on a ``PrefBatch``."""
 
     trainer: ClassVar[str] = "offline"
     layout: ClassVar[str] = "pairs"

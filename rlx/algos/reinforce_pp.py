@@ -8,7 +8,8 @@ reference inside a token-level reward, and advantages normalised over the whole 
 then the PPO-clipped surrogate without a critic (rlx.algos.reinforce.pg_loss). No per-prompt
 baseline: the paper argues that prompt-level baselines over-fit easy prompts; the batch mean is the
 baseline. Because there is one sample per prompt the preset raises ``data.prompts_per_step`` so that
-N = B·G matches the group methods' N.
+N = B·G matches the group methods' N. A token-level reward term (``reward=prm``: a reward at each reasoning
+step's end token) adds its rewards (``Batch.token_rewards``) to r_t before the returns.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ def batch_normalize(values: torch.Tensor, response_mask: torch.Tensor, eps: floa
 
 
 def reinforce_pp_advantages(scores: torch.Tensor, response_mask: torch.Tensor, kl: torch.Tensor | None = None,
-                            kl_coef: float = 0.0, gamma: float = 1.0) -> torch.Tensor:
-    """Token advantages [N, T] of REINFORCE++ from sequence scores [N], a bool mask [N, T] and per-token KL
-    [N, T] (or None). A hole in the mask (a multi-turn episode's observation tokens) is carried through
-    undiscounted by ``returns_to_go`` and left out of the batch statistics; it gets advantage 0."""
+                            kl_coef: float = 0.0, gamma: float = 1.0,
+                            dense: torch.Tensor | None = None) -> torch.Tensor:
+    """Token advantages [N, T] of REINFORCE++ from sequence scores [N], a bool mask [N, T], per-token KL [N, T]
+    (or None) and token-level rewards [N, T] (or None). A hole in the mask (a multi-turn episode's observation
+    tokens) is carried through undiscounted by ``returns_to_go`` and left out of the batch statistics; it gets
+    advantage 0."""
     kl = torch.zeros_like(response_mask, dtype=torch.float32) if kl is None else kl
-    token_rewards = kl_penalized_token_rewards(scores.to(torch.float32), kl, response_mask, kl_coef)
+    token_rewards = kl_penalized_token_rewards(scores.to(torch.float32), kl, response_mask, kl_coef, dense)
     return batch_normalize(returns_to_go(token_rewards, response_mask, gamma), response_mask)
 
 
@@ -44,6 +47,7 @@ def reinforce_pp_advantages(scores: torch.Tensor, response_mask: torch.Tensor, k
 @dataclass(frozen=True, kw_only=True)
 class ReinforcePP(KLInReward):
     min_group_size = 1
+    takes_token_rewards = True   # a token-level reward term's rewards join r_t (kl_penalized_token_rewards)
     gamma: float
 
     def __post_init__(self) -> None:
@@ -51,4 +55,5 @@ class ReinforcePP(KLInReward):
         check(0 <= self.gamma <= 1, f"algo.gamma={self.gamma}: must be in [0, 1]")
 
     def estimate(self, batch, *, kl, kl_coef):
-        return reinforce_pp_advantages(batch.rewards, batch.response_mask, kl, kl_coef, self.gamma), {}
+        adv = reinforce_pp_advantages(batch.rewards, batch.response_mask, kl, kl_coef, self.gamma, batch.token_rewards)
+        return adv, {}

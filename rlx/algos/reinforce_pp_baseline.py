@@ -34,6 +34,7 @@ def reinforce_pp_baseline_advantages(scores: torch.Tensor, response_mask: torch.
 @dataclass(frozen=True, kw_only=True)
 class ReinforcePPBaseline(ReinforcePP):
     min_group_size = 2
+    takes_token_rewards = False   # its estimator centres the sequence scores only; token-level terms are refused
 
     def estimate(self, batch, *, kl, kl_coef):
         adv = reinforce_pp_baseline_advantages(batch.rewards, batch.response_mask, self.group_size, kl, kl_coef,

@@ -101,7 +101,7 @@ def tree_rollout(runner, forest: list[list[Leaf]]):
         # policy turns an expansion shares with its parent (0 = a fresh episode from the prompt)
         "tree_grpo/fork_turn_mean": sum(f.turn for f in forks) / len(forks) if forks else 0.0,
     }
-    out.episode_metrics = {**(out.episode_metrics or {}), **metrics}
+    out.extra_metrics = {**(out.extra_metrics or {}), **metrics}
     return out
 
 

@@ -69,7 +69,7 @@ def _looks_local(p: str) -> bool:
 
 def check_paths(cfg: DictConfig) -> None:
     d = cfg.data
-    if "path" in d and d.path is None and d.get("name") in ("jsonl", "preference"):
+    if "path" in d and d.path is None and d.get("name") in ("jsonl", "preference", "step_pairs", "prm_steps"):
         raise PreflightError(f"data.path: data={d.name} needs a file (none given)",
                              f"data.path=<file.jsonl> (or a dataset id); see conf/data/{d.name}.yaml")
     for key in ("path", "eval_path"):
@@ -77,11 +77,12 @@ def check_paths(cfg: DictConfig) -> None:
         if isinstance(p, str) and not Path(p).expanduser().exists() and _looks_local(p):
             raise PreflightError(f"data.{key}={p}: no such file", f"check the path (relative to {os.getcwd()})")
     r = cfg.reward
-    if "path" in r and r.get("name") in ("rm", "rm_arithmetic_pref") and r.path is None:
+    trained_by = "algo=prm" if r.get("name") == "prm" else "algo=rm"   # reward=prm reads a process reward model
+    if "path" in r and r.get("name") in ("rm", "rm_arithmetic_pref", "prm") and r.path is None:
         raise PreflightError(f"reward.path: reward={r.name} needs the directory of a reward model (none given)",
-                             "reward.path=<an algo=rm run dir>")
+                             f"reward.path=<an {trained_by} run dir>")
     if isinstance(r.get("path"), str) and not Path(r.path).expanduser().exists():
-        raise PreflightError(f"reward.path={r.path}: no such directory", "reward.path=<an algo=rm run dir>")
+        raise PreflightError(f"reward.path={r.path}: no such directory", f"reward.path=<an {trained_by} run dir>")
     mp = cfg.model.get("path")
     if isinstance(mp, str) and not Path(mp).expanduser().exists():
         raise PreflightError(f"model.path={mp}: no such directory", "model.path=<a from_pretrained dir>, or null "

@@ -13,7 +13,7 @@ from rlx.config.choices import (
     IS_CORRECTIONS,
     SCHEDULES,
 )
-from rlx.registry import closest
+from rlx.registry import REWARDS, closest
 
 
 class ConfigError(ValueError):
@@ -147,7 +147,28 @@ def check_algorithm(cfg: DictConfig):
           f"env={env.name if env else ''}: algo={cfg.algo.name} does not roll out (trainer '{algo.trainer}'); a "
           "multi-turn env needs an online algorithm (algo=grpo, gigpo, ...)")
     _check_correction_support(cfg, algo)
+    _check_token_rewards(cfg, algo)
     return algo
+
+
+def _check_token_rewards(cfg: DictConfig, algo) -> None:
+    """A token-level reward term (``reward=prm``; rlx/rewards/composite.py) needs an online algorithm that adds
+    per-token rewards to its token rewards (``takes_token_rewards``: PPO, REINFORCE++), on single-turn rollouts
+    (its rewards are laid on the completion's own tokens). Trainers that do not train on the reward (offline, sft,
+    rm, prm) only evaluate with it and are not checked. ``REWARDS`` is filled: check_algorithm runs after the
+    components load."""
+    if algo.trainer != "online":
+        return
+    for name, term in (cfg.reward.get("terms") or {}).items():
+        fn = term.get("fn") if isinstance(term, DictConfig) else None
+        if not (fn in REWARDS.names() and getattr(REWARDS.get(fn), "token_level", False)):
+            continue
+        _need(algo.takes_token_rewards, f"reward.terms.{name}: fn={fn} gives per-token rewards (a reward at "
+              f"each reasoning step), which algo={cfg.algo.name} cannot use (it takes one reward per response); use "
+              f"algo=ppo or algo=reinforce_pp, or a reward without this term")
+        env = cfg.get("env")
+        _need(env is None or env.name == "single", f"reward.terms.{name}: fn={fn} gives per-token rewards "
+              f"on a single completion; env={env.name if env else ''} takes several turns (use env=single)")
 
 
 def _check_correction_support(cfg: DictConfig, algo) -> None:

@@ -10,5 +10,9 @@ from rlx.data import (  # noqa: F401
     hh_rlhf,
     jsonl,
     preference,
+    prm_steps,
+    step_pairs,
     sums,
+    sums_prm,
+    sums_steps,
 )

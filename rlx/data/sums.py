@@ -6,7 +6,10 @@ one step at a time, then the answer after ``>``::
     7+3=10;10+9=19;19+4=23>23
 
 so a correct response is 13 to 37 tokens (one per character; EOS aside) and grows with the number of terms, and
-a rambling or truncated one is possible. Each record carries its step labels (``steps``: the correct step
+a rambling or truncated one is possible. With ``warm_start.worked_share`` below 1, that share of the training
+records demonstrates the worked solution and the rest answer at once (``>23``, 3 tokens), so the warm-started
+model writes either; how much to write becomes the policy's choice, and RL can move it (docs/length.md). Held-out
+records always carry the worked solution. Each record carries its step labels (``steps``: the correct step
 strings, in order), which a process reward model can train on. Same split rules as the arithmetic task
 (rlx/data/arithmetic.py): fixed distinct eval and dev problems; a training stream keyed by (seed, i) that never
 draws them. ``is_correct`` reads the answer after the last ``>``.
@@ -38,10 +41,13 @@ class SumsTask(ArithmeticTask):
     """The arithmetic task's splits and stream (rlx/data/arithmetic.py) over sums of ``min_terms``..``max_terms``
     numbers in 0..``max_operand``."""
 
-    def __init__(self, min_terms: int = 3, max_terms: int = 6, max_operand: int = 9, **kw):
+    def __init__(self, min_terms: int = 3, max_terms: int = 6, max_operand: int = 9, worked_share: float = 1.0,
+                 **kw):
         if not 2 <= min_terms <= max_terms:
             raise ValueError(f"data.min_terms={min_terms}, data.max_terms={max_terms}: need 2 <= min <= max")
-        self.min_terms, self.max_terms = min_terms, max_terms
+        if not 0.0 <= worked_share <= 1.0:
+            raise ValueError(f"data.warm_start.worked_share={worked_share}: must be in [0, 1]")
+        self.min_terms, self.max_terms, self.worked_share = min_terms, max_terms, worked_share
         super().__init__(ops="+", max_operand=max_operand, **kw)
 
     def n_problems(self) -> int:
@@ -56,6 +62,14 @@ class SumsTask(ArithmeticTask):
         return {"prompt": "+".join(map(str, terms)) + "=", "answer": str(total), "steps": steps,
                 "completion": ";".join(steps) + f">{total}"}
 
+    def train_problem(self, i: int) -> dict:
+        """Training record i; its completion is the answer alone (``>23``) unless a draw keyed by (seed, i) falls
+        within ``worked_share``."""
+        r = super().train_problem(i)
+        if self.worked_share < 1.0 and random.Random(f"{self.seed}-style-{i}").random() >= self.worked_share:
+            r = {**r, "completion": ">" + r["answer"]}
+        return r
+
     @staticmethod
     def is_correct(text: str, record: dict) -> bool:
         return final_answer(text) == record["answer"]
@@ -68,4 +82,5 @@ class SumsTask(ArithmeticTask):
 @DATA.register("sums")
 def build_sums(cfg) -> SumsTask:
     return SumsTask(min_terms=cfg.min_terms, max_terms=cfg.max_terms, max_operand=cfg.max_operand,
+                    worked_share=(cfg.get("warm_start") or {}).get("worked_share", 1.0),
                     eval_size=cfg.eval_size, dev_size=cfg.dev_size, seed=cfg.seed, name=cfg.name)

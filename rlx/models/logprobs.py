@@ -11,7 +11,8 @@
     6 + 8·4 = 38 tokens per group instead of 8·10 = 80.
 Both go through the lean forward (``rlx.models.lean``) where it applies, transformers' forward otherwise.
 The logits are reduced to log-probs by ``ops.logprobs_from_logits``, which never materialises a
-float32 log-softmax of the whole vocabulary.
+float32 log-softmax of the whole vocabulary. ``token_logprobs_and_kl`` adds the per-token KL to a
+reference over the whole vocabulary (TDPO's sequential KL), which does.
 """
 
 from __future__ import annotations
@@ -111,9 +112,9 @@ def _logits_shared(model, ids, am, pos, P: int, t_keep: int, inverse, first):
     return torch.cat([head[inverse], tail], 1)
 
 
-def token_logprobs(model, input_ids, attention_mask, T: int, with_entropy=False, autocast=False):
-    """Log-probs [n, T] of the last T tokens (and their entropies [n, T] when asked); padding gets 0."""
-    n = input_ids.shape[0]
+def response_logits(model, input_ids, attention_mask, T: int, autocast=False):
+    """(logits [n, t_keep, V] predicting the response tokens, those tokens [n, t_keep]), t_keep ≤ T: the columns
+    past the longest response are cut (``_trim``), so ``t_keep`` is the same for every model on the same batch."""
     ids, am, t_keep = _trim(input_ids, attention_mask, T)
     P = ids.shape[1] - t_keep
     pos = position_ids_from_mask(am)
@@ -126,9 +127,34 @@ def token_logprobs(model, input_ids, attention_mask, T: int, with_entropy=False,
         elif logits is None:
             logits = model(input_ids=ids, attention_mask=am, position_ids=pos, logits_to_keep=t_keep + 1,
                            use_cache=False).logits[:, :-1]
-    logp, ent = logprobs_from_logits(logits, ids[:, -t_keep:], with_entropy)
-    if t_keep < T:
-        pad = torch.zeros(n, T - t_keep, dtype=logp.dtype, device=logp.device)
-        logp = torch.cat([logp, pad], 1)
-        ent = torch.cat([ent, pad], 1) if ent is not None else None
-    return logp, ent
+    return logits, ids[:, -t_keep:]
+
+
+def _pad_to(x: torch.Tensor | None, T: int) -> torch.Tensor | None:
+    """[n, t] → [n, T] with zeros on the right (the columns ``_trim`` cut)."""
+    if x is None or x.shape[1] == T:
+        return x
+    return torch.cat([x, x.new_zeros(x.shape[0], T - x.shape[1])], 1)
+
+
+def token_logprobs(model, input_ids, attention_mask, T: int, with_entropy=False, autocast=False):
+    """Log-probs [n, T] of the last T tokens (and their entropies [n, T] when asked); padding gets 0."""
+    logits, targets = response_logits(model, input_ids, attention_mask, T, autocast)
+    logp, ent = logprobs_from_logits(logits, targets, with_entropy)
+    return _pad_to(logp, T), _pad_to(ent, T)
+
+
+def token_logprobs_and_kl(model, ref, input_ids, attention_mask, T: int, autocast=False):
+    """(log π(y_t|x, y_<t) [n, T], KL(π_ref(·|x, y_<t) ‖ π(·|x, y_<t)) [n, T]); padding gets 0.
+
+    The KL is the forward KL over the full vocabulary, Σ_v π_ref(v) (log π_ref(v) − log π(v)), in float32
+    (TDPO's per-token term, arXiv:2404.11999). Gradient flows through π only: the reference forward runs
+    without it. Costs one reference forward and float32 [n, t, V] log-softmaxes of both models (the log-probs
+    themselves come from ``logprobs_from_logits``, the same numbers as ``token_logprobs``)."""
+    logits, targets = response_logits(model, input_ids, attention_mask, T, autocast)
+    with torch.no_grad():
+        ref_logits, _ = response_logits(ref, input_ids, attention_mask, T, autocast)
+        ref_logp = torch.log_softmax(ref_logits.float(), -1)
+    logp, _ = logprobs_from_logits(logits, targets)
+    kl = (ref_logp.exp() * (ref_logp - torch.log_softmax(logits.float(), -1))).sum(-1)
+    return _pad_to(logp, T), _pad_to(kl, T)

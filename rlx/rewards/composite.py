@@ -15,6 +15,12 @@ So a step costs at most 2·``timeout_s`` per failing term. ``timeout_s: 0`` call
 trainer's thread with no deadline (exceptions are still isolated per sample). Threads cannot be
 killed: a term that never returns keeps its (daemon) thread, and one stuck in C code that holds the
 GIL blocks the process; reward code that may hang should bound itself (e.g. a subprocess).
+
+A token-level term (its factory sets ``token_level = True``: ``reward=prm``) returns, per completion, a list of
+per-token rewards aligned with its completion ids. Its weighted lists are summed into ``token_rewards`` (the
+trainer's ``Batch.token_rewards``), not into ``total``: ``total`` stays the sequence reward of the other terms
+(the score at the last token), and the term's logged value (``terms``) is its sum over the completion. A sample
+whose list is not all finite numbers fails, as a non-number does for a sequence term.
 """
 
 from __future__ import annotations
@@ -63,6 +69,20 @@ def _as_float(v) -> float:
     return x if math.isfinite(x) else math.nan
 
 
+def _as_token_values(v) -> tuple[float, ...] | None:
+    """A token-level term's value as a tuple of floats; None (a failed sample) unless all are finite numbers."""
+    try:
+        vals = tuple(float(x) for x in v)
+    except (TypeError, ValueError):
+        return None
+    return vals if all(math.isfinite(x) for x in vals) else None
+
+
+def token_level(fn_name: str) -> bool:
+    """Whether the reward function registered as ``fn_name`` gives per-token rewards (its factory's ``token_level``)."""
+    return bool(getattr(REWARDS.get(fn_name), "token_level", False))
+
+
 def run_isolated(batch_call, one_call, n: int, timeout_s: float, convert, failed):
     """(values [n], batch error or None): ``batch_call()`` on a worker thread with a deadline, else
     ``one_call(i)`` for every sample concurrently with one shared deadline (steps 1-2 above).
@@ -108,6 +128,7 @@ class CompositeReward:
         self.score_term = cfg.score_term
         self.timeout_s = float(cfg.get("timeout_s", 0) or 0)
         self.terms = {name: (REWARDS.get(t.fn)(t), float(t.weight)) for name, t in cfg.terms.items()}
+        self.token_terms = [name for name, t in cfg.terms.items() if token_level(t.fn)]
         if self.score_term not in self.terms:
             raise ValueError(f"reward.score_term='{self.score_term}' is not one of reward.terms: {list(self.terms)}")
         self.errors: deque[str] = deque(maxlen=100)   # the latest failure messages
@@ -135,21 +156,37 @@ class CompositeReward:
 
     # ------------------------------------------------------------------ scoring
     def score(self, prompts, completions, **fields) -> dict:
-        """{"total": [...], "score": [...], "terms": {name: [...]}, "failed": [bool]}; NaN = unscorable."""
+        """{"total": [...], "score": [...], "terms": {name: [...]}, "failed": [bool]}; NaN = unscorable. With a
+        token-level term also "token_rewards": per sample the weighted per-token rewards (None where it failed)."""
         n = len(completions)
-        terms, failed = {}, [False] * n
+        terms, tokens, failed = {}, {}, [False] * n
         for name, (fn, _) in self.terms.items():
             def one(i, fn=fn):
                 return fn([prompts[i]], [completions[i]], **{k: [v[i]] for k, v in fields.items()})
 
+            dense = name in self.token_terms
             vals, err = run_isolated(lambda fn=fn: fn(prompts, completions, **fields), one, n, self.timeout_s,
-                                     _as_float, math.nan)
+                                     _as_token_values if dense else _as_float, None if dense else math.nan)
+            if dense:
+                tokens[name], vals = vals, [math.nan if v is None else sum(v) for v in vals]
             self._count(name, vals, err)
             terms[name] = vals
             failed = [f or not math.isfinite(v) for f, v in zip(failed, vals)]
-        total = [math.nan if failed[i] else sum(w * terms[k][i] for k, (_, w) in self.terms.items())
+        total = [math.nan if failed[i] else sum(w * terms[k][i] for k, (_, w) in self.terms.items() if k not in tokens)
                  for i in range(n)]
-        return {"total": total, "score": terms[self.score_term], "terms": terms, "failed": failed}
+        out = {"total": total, "score": terms[self.score_term], "terms": terms, "failed": failed}
+        if tokens:
+            out["token_rewards"] = [None if failed[i] else self._weighted([tokens[k][i] for k in tokens], list(tokens))
+                                    for i in range(n)]
+        return out
+
+    def _weighted(self, values: list[tuple], names: list[str]) -> list[float]:
+        """Σ_term weight · per-token rewards of one sample (lists of unequal length padded with 0)."""
+        out = [0.0] * max(len(v) for v in values)
+        for v, name in zip(values, names):
+            for t, x in enumerate(v):
+                out[t] += self.terms[name][1] * x
+        return out
 
     def _count(self, name: str, vals: list[float], err: str | None) -> None:
         bad = sum(not math.isfinite(v) for v in vals)

@@ -32,7 +32,8 @@ class Rollout:
     turn: torch.Tensor | None = None          # [N, T] long, rlx.batch.Batch.turn
     turn_state: torch.Tensor | None = None    # [N, T] long, rlx.batch.Batch.turn_state
     reward_scale: torch.Tensor | None = None  # [N] float32 factor on the total reward (Episode.reward_scale)
-    episode_metrics: dict | None = None       # episode/*, tool/*, env/* of these N episodes
+    extra_metrics: dict | None = None         # episode/*, tool/*, env/* of multi-turn episodes; <algo>/* of
+                                              # samplers of its own (tree, EEPO), merged over generation rounds
     tree: torch.Tensor | None = None          # [N] long, rlx.batch.Batch.tree (tree rollouts)
 
 

@@ -176,7 +176,7 @@ class EpisodeRunner:
         scale = torch.tensor([t.episode.reward_scale(t.turns) for t in trajs], dtype=torch.float32)
         return Rollout(prompt_ids, prompt_mask, comp, policy, cut, [t.text for t in trajs],
                        gen_tokens=int(policy.sum()), engine_logp=logp, attention=attention, turn=turn,
-                       turn_state=turn_state, reward_scale=scale, episode_metrics=episode_metrics(trajs, attention))
+                       turn_state=turn_state, reward_scale=scale, extra_metrics=episode_metrics(trajs, attention))
 
 
 def episode_metrics(trajs: list[Trajectory], attention: torch.Tensor) -> dict:

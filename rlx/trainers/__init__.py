@@ -1,3 +1,3 @@
-"""Trainers: ``online`` (every online algorithm), ``offline`` (preference pairs), ``sft`` and ``rm``."""
+"""Trainers: ``online`` (every online algorithm), ``offline`` (preference pairs), ``sft``, ``rm`` and ``prm``."""
 
-from rlx.trainers import embedded, offline, online, rm, sft  # noqa: F401
+from rlx.trainers import embedded, offline, online, prm, rm, sft  # noqa: F401

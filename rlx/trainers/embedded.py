@@ -36,9 +36,13 @@ def warm_task(env_cfg, data_cfg) -> dict | None:
 
 def ensure_tiny(cfg, log=print, env=None, data=None) -> Path:
     """Directory of the embedded model for this recipe, building it if it is not cached. With a multi-turn
-    ``env`` (and its ``data`` node) the build learns that env's format from its demonstrations (env_warm_start)."""
+    ``env`` (and its ``data`` node) the build learns that env's format from its demonstrations (env_warm_start).
+    A data node with ``warm_start_data`` (data=sums_steps) uses the build of that data node instead (the same model
+    and cache entry as a run on that data set)."""
     import torch
 
+    if data is not None and data.get("warm_start_data") is not None:   # a data set that borrows another's build
+        data = data.warm_start_data
     task = warm_task(env, data)
     key = recipe_hash(cfg, task)
     out = cache_root() / f"tiny-{key}"

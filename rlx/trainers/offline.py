@@ -13,11 +13,15 @@ One step, numbered as in the code:
   4. reference log-probs Σ_t log π_ref, only when the algorithm requires ``ref_logp`` (
      reference-free losses load no reference model): computed once per (example id, response) and
      cached for the run (checkpointed too), so later epochs never recompute them
-  5. policy log-probs, the algorithm's loss on the whole batch, backward. When the batch has more
-     sequences than ``trainer.micro_batch_size`` the gradient is accumulated exactly in two passes:
-     log-probs of the whole batch without gradient, dL/dlogp from the loss on them, then per
-     micro-batch a forward with gradient and the backward of Σ logp · dL/dlogp (the loss depends on
-     the weights only through the sequence log-probs, and the models have no dropout)
+  5. policy log-probs (and, when the algorithm requires ``seq_kl``, each sequence's sequential KL
+     Σ_t KL(π_ref(·|x, y_<t) ‖ π_θ(·|x, y_<t)) over the full vocabulary: the reference forward runs
+     again here every step, since per-token distributions are too large to cache), the algorithm's
+     loss on the whole batch, backward. When the batch has more sequences than
+     ``trainer.micro_batch_size`` the gradient is accumulated exactly in two passes: the per-sequence
+     quantities of the whole batch without gradient, dL/dlogp (and dL/dKL) from the loss on them, then
+     per micro-batch a forward with gradient and the backward of Σ logp · dL/dlogp (+ Σ KL · dL/dKL)
+     (the loss depends on the weights only through these per-sequence sums, and the models have no
+     dropout)
   6. clip, optimizer step; metrics pref/*, logps/*, loss/*, optim/*, perf/*
 Evaluation adds held-out preference accuracy on ``data.pref_eval_set()`` (always as pairs) as
 ``eval/<data config name>/pref_accuracy`` to the base trainer's greedy-generation accuracy. The trainer
@@ -33,7 +37,7 @@ import torch
 
 from rlx.algos.preference import PrefBatch, ordered_pairs, pref_metrics
 from rlx.data.preference import tokenize_example
-from rlx.models.logprobs import token_logprobs
+from rlx.models.logprobs import token_logprobs, token_logprobs_and_kl
 from rlx.ops import masked_sum
 from rlx.registry import TRAINERS
 from rlx.runtime import speed
@@ -95,6 +99,11 @@ class OfflineTrainer(Trainer):
         # file data was tokenised and checked by the base trainer (data.prepare) before this
         self.ref_cache: dict = {}
         self.ref_sequences = 0   # sequences the reference model has scored (the cache keeps this at one per example)
+        # the model whose per-token distributions the policy's sequential KL is taken from (algorithms with seq_kl)
+        self.kl_ref = self.ref if "seq_kl" in self.algo.requires else None
+        if "seq_kl" in self.algo.requires and self.ref is None:
+            raise ValueError(f"algo={self.algo.name} requires seq_kl, a KL to the reference model, but loads none "
+                             "(it must require ref_logp too)")
 
     def extra_state(self) -> dict:
         return {"ref_cache": self.ref_cache}
@@ -148,7 +157,8 @@ class OfflineTrainer(Trainer):
                                             toks[partner[r]][1][first[partner[r]]]) for r, _, _ in rows])
         return main, index, kl, kl_index
 
-    def make_batch(self, logps, n_tokens, index, records, rows, ref=None, kl=None, ref_kl=None, kl_index=None):
+    def make_batch(self, logps, n_tokens, index, records, rows, ref=None, kl=None, ref_kl=None, kl_index=None,
+                   seq_kl=None):
         scores = torch.tensor([[float((records[r].get("scores") or [-i for i in range(len(records[r]["responses"]))])[c])
                                 for c in cols] for r, cols, _ in rows])
         labels = torch.tensor([lab for _, _, lab in rows]) if rows[0][2] is not None else None
@@ -157,19 +167,25 @@ class OfflineTrainer(Trainer):
                          ref_logps=ref[index] if ref is not None else None,
                          labels=labels.to(logps.device) if labels is not None else None,
                          kl_logps=take(kl) if kl is not None else None,
-                         ref_kl_logps=take(ref_kl) if ref_kl is not None else None)
+                         ref_kl_logps=take(ref_kl) if ref_kl is not None else None,
+                         seq_kl=seq_kl[index] if seq_kl is not None else None)
 
     # ------------------------------------------------------------------ 4 and 5: log-probs
-    def seq_logps(self, model, seqs: list) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Σ_t log π(y_t|·) [n], response tokens [n]) in micro-batches of ``trainer.micro_batch_size``."""
+    def seq_logps(self, model, seqs: list, kl_ref=None):
+        """(Σ_t log π(y_t|·) [n], response tokens [n], Σ_t KL(kl_ref(·|x, y_<t) ‖ π(·|x, y_<t)) [n] or None
+        without ``kl_ref``) in micro-batches of ``trainer.micro_batch_size``."""
         micro = self.cfg.trainer.micro_batch_size or len(seqs)
-        sums, counts = [], []
+        sums, counts, kls = [], [], []
         for s in range(0, len(seqs), micro):
             ids, am, mask, T = encode(seqs[s:s + micro], self.tok.pad_token_id, self.device)
-            logp, _ = token_logprobs(model, ids, am, T, autocast=self.autocast)
+            if kl_ref is None:
+                logp, _ = token_logprobs(model, ids, am, T, autocast=self.autocast)
+            else:
+                logp, kl = token_logprobs_and_kl(model, kl_ref, ids, am, T, autocast=self.autocast)
+                kls.append(masked_sum(kl, mask, -1))
             sums.append(masked_sum(logp, mask, -1))
             counts.append(mask.sum(-1).to(logp.dtype))
-        return torch.cat(sums), torch.cat(counts)
+        return torch.cat(sums), torch.cat(counts), torch.cat(kls) if kls else None
 
     @torch.no_grad()
     def reference(self, seqs: Sequences) -> torch.Tensor | None:
@@ -178,7 +194,7 @@ class OfflineTrainer(Trainer):
             return None
         missing = [i for i, k in enumerate(seqs.keys) if k not in self.ref_cache]
         if missing:
-            logps, _ = self.seq_logps(self.ref, [seqs.seqs[i] for i in missing])
+            logps, _, _ = self.seq_logps(self.ref, [seqs.seqs[i] for i in missing])
             self.ref_cache.update({seqs.keys[i]: float(v) for i, v in zip(missing, logps.tolist())})
             self.ref_sequences += len(missing)
         return torch.tensor([self.ref_cache[k] for k in seqs.keys], device=self.device)
@@ -192,16 +208,20 @@ class OfflineTrainer(Trainer):
         micro = self.cfg.trainer.micro_batch_size or len(main.seqs)
         one_pass = len(main.seqs) <= micro
         with torch.set_grad_enabled(one_pass):
-            logps, n_tokens = self.seq_logps(self.model, main.seqs)
+            logps, n_tokens, seq_kl = self.seq_logps(self.model, main.seqs, self.kl_ref)
         leaf = logps if one_pass else logps.detach().requires_grad_(True)
-        batch = self.make_batch(leaf, n_tokens, index, records, rows, ref, kl_logps, ref_kl, kl_index)
+        kl_leaf = seq_kl if one_pass or seq_kl is None else seq_kl.detach().requires_grad_(True)
+        batch = self.make_batch(leaf, n_tokens, index, records, rows, ref, kl_logps, ref_kl, kl_index, kl_leaf)
         loss, metrics = self.algo.loss(batch)
         loss.backward()
-        if not one_pass:   # exact accumulation: d/dθ L = Σ_i dL/dlogp_i · d logp_i/dθ
-            grad = leaf.grad
+        if not one_pass:   # exact accumulation: d/dθ L = Σ_i dL/dlogp_i · d logp_i/dθ (+ dL/dKL_i · d KL_i/dθ)
+            grad, kl_grad = leaf.grad, kl_leaf.grad if kl_leaf is not None else None
             for s in range(0, len(main.seqs), micro):
-                part, _ = self.seq_logps(self.model, main.seqs[s:s + micro])
-                (part * grad[s:s + micro]).sum().backward()
+                part, _, part_kl = self.seq_logps(self.model, main.seqs[s:s + micro], self.kl_ref)
+                surrogate = (part * grad[s:s + micro]).sum()
+                if kl_grad is not None:
+                    surrogate = surrogate + (part_kl * kl_grad[s:s + micro]).sum()
+                surrogate.backward()
         return batch, float(loss.detach()), metrics
 
     # ------------------------------------------------------------------ evaluation
@@ -217,8 +237,8 @@ class OfflineTrainer(Trainer):
         """Share of held-out ordered pairs whose chosen response gets the higher implicit reward (ties 1/2)."""
         rows = layout_rows(records, "pairs")
         main, index, _, _ = self.sequences("eval", records, rows, mismatched=False)
-        logps, n_tokens = self.seq_logps(self.model, main.seqs)
-        batch = self.make_batch(logps, n_tokens, index, records, rows, self.reference(main))
+        logps, n_tokens, seq_kl = self.seq_logps(self.model, main.seqs, self.kl_ref)
+        batch = self.make_batch(logps, n_tokens, index, records, rows, self.reference(main), seq_kl=seq_kl)
         return pref_metrics(self.algo.implicit_rewards(batch), batch.logps)["pref/accuracy"]
 
 

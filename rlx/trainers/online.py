@@ -1,13 +1,12 @@
 """The online loop: every policy-gradient algorithm (GRPO, DAPO, GSPO, RLOO, ...) runs here.
 
 One step, numbered as in the code:
-  1. take B prompts from the data cursor
+  1. take B prompts from the data cursor (first, when the algorithm asks, the reference becomes the policy's copy)
   2. generate G responses each (KV cache, left padding), score them with the reward terms, then the
      algorithm's shaping (``shape_rewards``, e.g. DAPO's overlong penalty)
   3. keep the groups the algorithm wants (dynamic sampling may generate again, up to a bound)
-  4. behaviour (old) and reference log-probs, once per batch, without gradients; when the update is
-     strictly on-policy (one epoch, one mini-batch) the old log-probs are the detached log-probs of
-     the training forward itself and no extra forward runs
+  4. behaviour (old) and reference log-probs, once per batch, without gradients; when the update is strictly
+     on-policy (one epoch, one mini-batch) the old ones are the training forward's, detached (no extra forward)
   5. advantages from the algorithm
   6. μ epochs over mini-batches; gradient accumulation over micro-batches, normalised by the
      mini-batch totals so the gradient does not depend on the micro-batch size; where the engine
@@ -28,15 +27,14 @@ from dataclasses import dataclass
 
 import torch
 
-from rlx.algos.base import PolicyAlgorithm
-from rlx.batch import Batch, LossInputs, concat_batches  # noqa: F401 (Batch: the loop's batch type, re-exported)
-from rlx.metrics import MetricAccumulator, advantage_metrics, merged_episode_metrics, merged_rollout_metrics
+from rlx.batch import Batch, LossInputs, concat_batches, token_reward_matrix  # noqa: F401 (Batch: re-exported)
+from rlx.metrics import MetricAccumulator, advantage_metrics, merged_extra_metrics, merged_rollout_metrics
 from rlx.models.logprobs import token_logprobs
 from rlx.ops import masked_mean
 from rlx.registry import TRAINERS
 from rlx.rollout.correction import CORRECTIONS, logp_mismatch
 from rlx.runtime import faults, speed
-from rlx.trainers import minibatch
+from rlx.trainers import minibatch, reference
 from rlx.trainers.base import Trainer
 
 
@@ -64,6 +62,7 @@ class OnlineTrainer(Trainer):
 
     def train_step(self) -> dict:
         t0 = time.perf_counter()
+        reference.maybe_refresh(self)   # iterative DPO: π_ref ← π_θ at the steps the algorithm names
         try:
             batch, metrics, select_metrics = self.rollout()                   # 1-3
         except RuntimeError as e:   # torch.multinomial on non-finite probabilities: the policy overflowed
@@ -77,7 +76,7 @@ class OnlineTrainer(Trainer):
         # sample failed to score, or a term's value overflowed the weighted sum): guard counts the latter
         if len(batch) == 0 or not self.guard(reward=metrics.get("reward/mean", 0.0)):
             self.sched.step()
-            return {**metrics, "loss/total": 0.0, "optim/grad_norm": 0.0, "perf/gen_s": t_gen,
+            return {**metrics, **select_metrics, "loss/total": 0.0, "optim/grad_norm": 0.0, "perf/gen_s": t_gen,
                     "perf/train_s": 0.0, "perf/step_s": time.perf_counter() - t0,
                     "optim/lr": self.sched.get_last_lr()[0]}
         on_policy = self.cfg.trainer.update_epochs == 1 and self._mini(len(batch)) == len(batch)
@@ -132,12 +131,12 @@ class OnlineTrainer(Trainer):
             if retry is not None and not retry:   # nothing to retry: the batch stays partly filled
                 break
         metrics = merged_rollout_metrics([r[1] for r in rounds], G)
-        metrics.update(merged_episode_metrics([r[1]["episode_metrics"] for r in rounds]))
+        metrics.update(merged_extra_metrics([r[1]["extra_metrics"] for r in rounds]))
         metrics["groups/kept_frac"] = n_pass / n_groups
         if max_rounds > 1:
             metrics[f"{self.algo.name}/gen_rounds"] = float(len(rounds))
             metrics[f"{self.algo.name}/batch_fill"] = n_kept / B
-        if type(self.algo).retry_records is not PolicyAlgorithm.retry_records:   # GHPO: how many groups were retried
+        if self.algo.retries:   # GHPO: how many groups were retried
             metrics[f"{self.algo.name}/retried_groups"] = float(n_retried)
             metrics[f"{self.algo.name}/retried_kept"] = float(n_retried_kept)
         parts, select_metrics = [], {}
@@ -173,7 +172,7 @@ class OnlineTrainer(Trainer):
                                                         gen_mask, self.cfg.rollout.max_new_tokens)
         scored["total"] = shaped.tolist()
         raw = dict(scored, response_mask=gen_mask, truncated=truncated, gen_s=gen_s,
-                   gen_tokens=out.gen_tokens, shape_metrics=shape_metrics, episode_metrics=out.episode_metrics)
+                   gen_tokens=out.gen_tokens, shape_metrics=shape_metrics, extra_metrics=out.extra_metrics)
         rewards = shaped.clone()
         failed = torch.tensor(scored["failed"])
         resp_mask = gen_mask & ~failed.unsqueeze(-1)   # unscorable samples never train
@@ -184,6 +183,7 @@ class OnlineTrainer(Trainer):
         ids = torch.cat([out.prompt_ids, out.completion_ids], 1)
         am = torch.cat([out.prompt_mask, (out.attention if out.attention is not None else out.response_mask.long())], 1)
         batch = Batch(ids.to(self.device), am.to(self.device), resp_mask.to(self.device), rewards.to(self.device))
+        batch.token_rewards = token_reward_matrix(scored.get("token_rewards"), batch.T, self.device)   # reward=prm
         if out.turn is not None:
             batch.turn, batch.turn_state = out.turn.to(self.device), out.turn_state.to(self.device)
         if out.tree is not None:
@@ -284,12 +284,12 @@ class OnlineTrainer(Trainer):
         self.optim.zero_grad(set_to_none=True)
         return grad_norm
 
-
     def extra_state(self) -> dict:
         parts = {"critic": self.critic, "ptx": self.ptx}
-        return {k: v.state_dict() for k, v in parts.items() if v is not None}
+        return {**reference.state(self), **{k: v.state_dict() for k, v in parts.items() if v is not None}}
 
     def load_extra_state(self, state: dict) -> None:
+        reference.load(self, state)
         for k, v in {"critic": self.critic, "ptx": self.ptx}.items():
             if v is not None:
                 v.load_state_dict(state[k])
