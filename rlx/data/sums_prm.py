@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import random
 
-from rlx.data.preference import epoch_position
-from rlx.data.sums import SumsTask
-from rlx.data.sums_steps import ERRORS, wrong_step
+from rlx.data.sums_steps import ERRORS, SumsDerived, wrong_step
 from rlx.registry import DATA
 
 #: the characters that end a step: ';' between steps, '>' before the answer
@@ -60,67 +58,32 @@ def labelled_solution(problem: dict, rng: random.Random, wrong_share: float, err
             "answer": problem["answer"]}
 
 
-class SumsPRM:
+class SumsPRM(SumsDerived):
     """Step-labelled data: ``train_batch(cursor, n)``, ``step_eval_set()``, ``delimiters``, and sums' ``eval_set()``,
-    ``dev_set()``, ``is_correct``, ``corpus`` (the warm start, the runner's data hash)."""
+    ``dev_set()``, ``is_correct``, ``corpus`` (the warm start, the runner's data hash; ``SumsDerived``)."""
 
     kind = "steps"
     delimiters = DELIMITERS
+    stream = "prm"
+    held_key = "step_eval_size"
 
     def __init__(self, name: str = "sums_prm", eval_name: str = "sums", errors=ERRORS, wrong_share: float = 0.5,
                  train_size: int = 4096, step_eval_size: int = 500, min_terms: int = 3, max_terms: int = 6,
                  max_operand: int = 9, eval_size: int = 500, dev_size: int = 200, seed: int = 1234,
                  shuffle_seed: int = 0):
-        errors = tuple(errors)
-        if not errors or any(e not in ERRORS for e in errors):
-            raise ValueError(f"data.errors={list(errors)}: a non-empty list of {', '.join(ERRORS)}")
-        if "operand" in errors and max_operand < 1:
-            raise ValueError(f"data.max_operand={max_operand}: an 'operand' error needs another number to misread")
         if not 0.0 <= wrong_share <= 1.0:
             raise ValueError(f"data.wrong_share={wrong_share}: must be in [0, 1]")
-        if not 1 <= step_eval_size <= eval_size:
-            raise ValueError(f"data.step_eval_size={step_eval_size}: must be in [1, data.eval_size={eval_size}]")
-        if train_size < 1:
-            raise ValueError(f"data.train_size={train_size}: must be >= 1")
-        self.name, self.config_name, self.seed, self.shuffle_seed = eval_name, name, seed, shuffle_seed
-        self.errors, self.wrong_share, self.train_size = errors, wrong_share, train_size
-        self.task = SumsTask(min_terms=min_terms, max_terms=max_terms, max_operand=max_operand, eval_size=eval_size,
-                             dev_size=dev_size, seed=seed, name=eval_name)
-        self._held = [self.solution(r, f"{seed}-prm-eval-{i}", i)
-                      for i, r in enumerate(self.task.eval_set()[:step_eval_size])]
-        self._perm: dict = {}
+        self.wrong_share = wrong_share
+        super().__init__(name, eval_name, errors, train_size, step_eval_size, min_terms, max_terms, max_operand,
+                         eval_size, dev_size, seed, shuffle_seed)
 
-    def solution(self, problem: dict, key: str, idx: int) -> dict:
+    def held(self, problem: dict, key: str, idx: int) -> dict:
         rng = random.Random(key)
         return dict(labelled_solution(problem, rng, self.wrong_share, self.errors, self.task.max_operand), id=idx)
-
-    def train_example(self, idx: int) -> dict:
-        return self.solution(self.task.train_problem(idx), f"{self.seed}-prm-train-{idx}", idx)
-
-    def train_batch(self, cursor: int, n: int) -> list[dict]:
-        """Records ``cursor .. cursor+n-1`` of the stream (epoch e = a fixed permutation of the pool)."""
-        order = f"{self.seed}-{self.shuffle_seed}-prm"
-        return [self.train_example(epoch_position(j, self.train_size, order, self._perm))
-                for j in range(cursor, cursor + n)]
 
     def step_eval_set(self) -> list[dict]:
         """Held-out labelled solutions on sums' eval problems."""
         return self._held
-
-    def eval_set(self) -> list[dict]:
-        return self.task.eval_set()
-
-    def dev_set(self) -> list[dict]:
-        return self.task.dev_set()
-
-    def is_correct(self, text: str, record: dict) -> bool:
-        return self.task.is_correct(text, record)
-
-    def corpus(self, n: int = 5000) -> list[str]:
-        return self.task.corpus(n)
-
-    def max_completion_tokens(self) -> int:
-        return self.task.max_completion_tokens()
 
 
 @DATA.register("sums_prm")

@@ -79,84 +79,48 @@ def step_pair(problem: dict, rng: random.Random, errors: tuple[str, ...], max_op
     )
 
 
-class SumsSteps:
-    """Preference data: ``train_batch(cursor, n)``, ``pref_eval_set()``, and sums' ``eval_set()``, ``dev_set()``,
-    ``is_correct``, ``corpus`` for the generation eval and the warm start. After ``prepare(tok)`` every record
-    carries ``prompt_ids`` / ``response_ids`` (the steps without EOS)."""
+class SumsDerived:
+    """A data set built on sums' problems (``self.task``, rlx/data/sums.py: the same splits): a training pool of
+    ``train_size`` problems of sums' stream cycled in a per-epoch permutation from ``shuffle_seed`` (``train_batch``
+    over ``train_example(i)``), ``held_size`` held-out records on sums' first eval problems (``held(problem, key,
+    i)``), and sums' ``eval_set``, ``dev_set``, ``is_correct``, ``corpus`` and ``max_completion_tokens`` (the
+    generation eval and the warm start). A subclass names its ``stream`` and ``held_key`` (the config key of
+    ``held_size``) and defines ``held``."""
 
-    kind = "preference"
+    stream = ""
+    held_key = ""
 
-    def __init__(
-        self,
-        name: str = "sums_steps",
-        eval_name: str = "sums",
-        errors=ERRORS,
-        train_size: int = 4096,
-        pref_eval_size: int = 500,
-        min_terms: int = 3,
-        max_terms: int = 6,
-        max_operand: int = 9,
-        eval_size: int = 500,
-        dev_size: int = 200,
-        seed: int = 1234,
-        shuffle_seed: int = 0,
-    ):
+    def __init__(self, name: str, eval_name: str, errors, train_size: int, held_size: int, min_terms: int,
+                 max_terms: int, max_operand: int, eval_size: int, dev_size: int, seed: int, shuffle_seed: int):
         errors = tuple(errors)
         if not errors or any(e not in ERRORS for e in errors):
             raise ValueError(f"data.errors={list(errors)}: a non-empty list of {', '.join(ERRORS)}")
         if "operand" in errors and max_operand < 1:
-            raise ValueError(
-                f"data.max_operand={max_operand}: an 'operand' error needs another number to misread"
-            )
-        if not 1 <= pref_eval_size <= eval_size:
-            raise ValueError(
-                f"data.pref_eval_size={pref_eval_size}: must be in [1, data.eval_size={eval_size}]"
-            )
+            raise ValueError(f"data.max_operand={max_operand}: an 'operand' error needs another number to misread")
+        if not 1 <= held_size <= eval_size:
+            raise ValueError(f"data.{self.held_key}={held_size}: must be in [1, data.eval_size={eval_size}]")
         if train_size < 1:
             raise ValueError(f"data.train_size={train_size}: must be >= 1")
         self.name, self.config_name, self.seed, self.shuffle_seed = eval_name, name, seed, shuffle_seed
-        self.errors, self.train_size, self.tok = errors, train_size, None
-        self.task = SumsTask(
-            min_terms=min_terms,
-            max_terms=max_terms,
-            max_operand=max_operand,
-            eval_size=eval_size,
-            dev_size=dev_size,
-            seed=seed,
-            name=eval_name,
-        )
-        self._pref_eval = [
-            self.pair(r, f"{seed}-step-eval-{i}", i)
-            for i, r in enumerate(self.task.eval_set()[:pref_eval_size])
-        ]
+        self.errors, self.train_size = errors, train_size
+        self.task = SumsTask(min_terms=min_terms, max_terms=max_terms, max_operand=max_operand, eval_size=eval_size,
+                             dev_size=dev_size, seed=seed, name=eval_name)
+        self._held = [self.held(r, f"{seed}-{self.stream}-eval-{i}", i)
+                      for i, r in enumerate(self.task.eval_set()[:held_size])]
         self._perm: dict = {}
 
-    def pair(self, problem: dict, key: str, idx: int) -> dict:
-        rec = dict(step_pair(problem, random.Random(key), self.errors, self.task.max_operand), id=idx)
-        if self.tok is not None:
-            rec["prompt_ids"], rec["response_ids"] = step_tokens(self.tok, rec["prompt"], rec["responses"])
-        return rec
-
-    def prepare(self, tok) -> None:
-        """Tokenise the held-out pairs, and every training pair from now on, without EOS after the step."""
-        self.tok = tok
-        for rec in self._pref_eval:
-            rec["prompt_ids"], rec["response_ids"] = step_tokens(tok, rec["prompt"], rec["responses"])
+    def held(self, problem: dict, key: str, idx: int) -> dict:
+        """The record built on ``problem``, its randomness keyed by ``key``, with ``id`` = ``idx``."""
+        raise NotImplementedError
 
     def train_example(self, idx: int) -> dict:
-        return self.pair(self.task.train_problem(idx), f"{self.seed}-step-train-{idx}", idx)
+        return self.held(self.task.train_problem(idx), f"{self.seed}-{self.stream}-train-{idx}", idx)
 
     def train_batch(self, cursor: int, n: int) -> list[dict]:
         """Records ``cursor .. cursor+n-1`` of the stream (epoch e = a fixed permutation of the pool)."""
-        order = f"{self.seed}-{self.shuffle_seed}-steps"
-        return [
-            self.train_example(epoch_position(j, self.train_size, order, self._perm))
-            for j in range(cursor, cursor + n)
-        ]
-
-    def pref_eval_set(self) -> list[dict]:
-        """Held-out pairs on sums' eval problems."""
-        return self._pref_eval
+        order = f"{self.seed}-{self.shuffle_seed}-{self.stream}"
+        return [self.train_example(epoch_position(j, self.train_size, order, self._perm))
+                for j in range(cursor, cursor + n)]
 
     def eval_set(self) -> list[dict]:
         return self.task.eval_set()
@@ -172,6 +136,39 @@ class SumsSteps:
 
     def max_completion_tokens(self) -> int:
         return self.task.max_completion_tokens()
+
+
+class SumsSteps(SumsDerived):
+    """Preference data: ``train_batch(cursor, n)``, ``pref_eval_set()``, and sums' ``eval_set()``, ``dev_set()``,
+    ``is_correct``, ``corpus`` for the generation eval and the warm start (``SumsDerived``). After ``prepare(tok)``
+    every record carries ``prompt_ids`` / ``response_ids`` (the steps without EOS)."""
+
+    kind = "preference"
+    stream = "step"
+    held_key = "pref_eval_size"
+
+    def __init__(self, name: str = "sums_steps", eval_name: str = "sums", errors=ERRORS, train_size: int = 4096,
+                 pref_eval_size: int = 500, min_terms: int = 3, max_terms: int = 6, max_operand: int = 9,
+                 eval_size: int = 500, dev_size: int = 200, seed: int = 1234, shuffle_seed: int = 0):
+        self.tok = None
+        super().__init__(name, eval_name, errors, train_size, pref_eval_size, min_terms, max_terms, max_operand,
+                         eval_size, dev_size, seed, shuffle_seed)
+
+    def held(self, problem: dict, key: str, idx: int) -> dict:
+        rec = dict(step_pair(problem, random.Random(key), self.errors, self.task.max_operand), id=idx)
+        if self.tok is not None:
+            rec["prompt_ids"], rec["response_ids"] = step_tokens(self.tok, rec["prompt"], rec["responses"])
+        return rec
+
+    def prepare(self, tok) -> None:
+        """Tokenise the held-out pairs, and every training pair from now on, without EOS after the step."""
+        self.tok = tok
+        for rec in self._held:
+            rec["prompt_ids"], rec["response_ids"] = step_tokens(tok, rec["prompt"], rec["responses"])
+
+    def pref_eval_set(self) -> list[dict]:
+        """Held-out pairs on sums' eval problems."""
+        return self._held
 
 
 @DATA.register("sums_steps")
