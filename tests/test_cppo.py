@@ -109,7 +109,7 @@ def _stub_loop(algo, rewards, G, T=2):
         return batch, raw, algo.keep(rewards.view(-1, G)), [{}] * (n // G)
 
     lr_steps = []
-    stub = SimpleNamespace(cfg=OmegaConf.create({"data": {"prompts_per_step": n // G}}), algo=algo,
+    stub = SimpleNamespace(cfg=OmegaConf.create({"data": {"prompts_per_step": n // G}}), algo=algo, ref=None, step=1,
                            tok=SimpleNamespace(pad_token_id=0), _generate_round=generate_round,
                            _select=OnlineTrainer._select,
                            sched=SimpleNamespace(step=lambda: lr_steps.append(1), get_last_lr=lambda: [1e-4]))

@@ -177,10 +177,11 @@ def test_prm_reward_places_each_step_reward_at_its_end(tmp_path, sums_tiny):
         return rlx.build("reward", cfg).score(["7+3+9="], ["7+3=10;10+9=20>20"], answer=["19"],
                                               completion_ids=list(completion_ids))
 
-    # clip (the preset): min(σ(−1) − 0.5, 0) = −0.231059 at tokens 6 and 14; 0 at the other 16 tokens
+    # clip (the preset): min(σ(−1) − 0.5, 0) = −0.231059 at tokens 6 and 14, times the preset's weight 0.1;
+    # 0 at the other 16 tokens
     s = score()
     r = -0.231059
-    assert s["token_rewards"][0] == pytest.approx([0.0] * 6 + [r] + [0.0] * 7 + [r] + [0.0] * 3, abs=1e-6)
+    assert s["token_rewards"][0] == pytest.approx([0.0] * 6 + [0.1 * r] + [0.0] * 7 + [0.1 * r] + [0.0] * 3, abs=1e-6)
     # the term's logged value is its sum; the sequence total is the outcome term alone (answer 20 ≠ 19: 0)
     assert s["terms"]["prm"][0] == pytest.approx(2 * r, abs=1e-6) and s["total"] == [0.0]
     # log_prob: log σ(−1) = −1.313262 at each step end (sum = log of the product score σ(−1)²); weight 2 doubles it
@@ -298,7 +299,7 @@ def test_prm_trains_saves_and_rewards_ppo(tmp_path):
     with torch.no_grad():
         z, _ = step_logits(model, *encode(tok, [rec["prompt"]], [ids]), [ends])
     rcfg = rlx.compose(["algo=ppo", "reward=prm", f"reward.path={tmp_path / 'prm'}",
-                        "reward.terms.prm.step_reward=log_prob"]).reward
+                        "reward.terms.prm.step_reward=log_prob", "reward.terms.prm.weight=1.0"]).reward
     per_token = rlx.build("reward", rcfg).score([rec["prompt"]], [rec["completion"]], answer=[rec["answer"]],
                                                 completion_ids=[ids])["token_rewards"][0]
     assert [per_token[j] for j in ends] == pytest.approx(torch.nn.functional.logsigmoid(z[0]).tolist(), abs=1e-5)
