@@ -79,7 +79,7 @@ def test_algorithm_uses_its_taus_and_aggregation():
 
 def test_preset_builds_and_checks_its_keys():
     a = algo()
-    assert (a.tau_pos, a.tau_neg, a.loss_agg_mode, a.beta) == (1.0, 1.05, "seq_mean_token_mean", 0.0)
+    assert (a.tau_pos, a.tau_neg, a.loss_agg_mode, a.beta) == (10.0, 10.5, "seq_mean_token_mean", 0.0)
     assert a.requires == frozenset()   # no reference model, no critic
     with pytest.raises(ConfigError, match="did you mean 'algo.tau_neg'"):
         rlx.compose(["algo=sapo", "algo.tau_ne=2.0"])
