@@ -136,3 +136,19 @@ def token_values(model: ValueModel, input_ids, attention_mask, T: int, autocast=
     first = int(real.nonzero()[0]) if real.any() else 0
     v = model(input_ids[:, first:], attention_mask[:, first:], autocast=autocast)
     return v[:, -(T + 1):-1]
+
+
+def head_state(model: ValueModel) -> dict:
+    """The parts of a value model that a checkpoint's model weights do not hold: its head (and the learned weight on
+    the LM log-likelihood, when it has one), on the CPU."""
+    state = {"v_head": {k: v.detach().cpu().clone() for k, v in model.v_head.state_dict().items()}}
+    if model.lm_weight is not None:
+        state["lm_weight"] = model.lm_weight.detach().cpu().clone()
+    return state
+
+
+def load_head_state(model: ValueModel, state: dict) -> None:
+    """Restore what ``head_state`` saved."""
+    model.v_head.load_state_dict(state["v_head"])
+    if model.lm_weight is not None:
+        model.lm_weight.data.copy_(state["lm_weight"])

@@ -22,7 +22,7 @@ import time
 import torch
 
 from rlx.models.prm_head import encode, save_prm, step_ends, step_logits
-from rlx.models.value_head import ValueModel
+from rlx.models.value_head import ValueModel, head_state, load_head_state
 from rlx.registry import TRAINERS
 from rlx.trainers.base import Trainer
 
@@ -104,15 +104,10 @@ class PRMTrainer(Trainer):
 
     # ------------------------------------------------------------------ checkpoints and the saved model
     def extra_state(self) -> dict:   # the backbone (and LM head) are in the checkpoint's model weights
-        state = {"v_head": {k: v.detach().cpu().clone() for k, v in self.prm.v_head.state_dict().items()}}
-        if self.prm.lm_weight is not None:
-            state["lm_weight"] = self.prm.lm_weight.detach().cpu().clone()
-        return state
+        return head_state(self.prm)
 
     def load_extra_state(self, state: dict) -> None:
-        self.prm.v_head.load_state_dict(state["v_head"])
-        if self.prm.lm_weight is not None:
-            self.prm.lm_weight.data.copy_(state["lm_weight"])
+        load_head_state(self.prm, state)
 
     def export(self, path):
         """The PRM (``save_prm``) with its delimiters and held-out step accuracy."""

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from rlx.models.value_head import ValueModel
+from rlx.models.value_head import ValueModel, head_state, load_head_state
 from rlx.registry import TRAINERS
 from rlx.trainers.base import Trainer
 
@@ -130,15 +130,10 @@ class RMTrainer(Trainer):
 
     # ------------------------------------------------------------------ checkpoints and the saved model
     def extra_state(self) -> dict:   # the backbone (and LM head) are in the checkpoint's model weights
-        state = {"v_head": {k: v.detach().cpu().clone() for k, v in self.rm.v_head.state_dict().items()}}
-        if self.rm.lm_weight is not None:
-            state["lm_weight"] = self.rm.lm_weight.detach().cpu().clone()
-        return state
+        return head_state(self.rm)
 
     def load_extra_state(self, state: dict) -> None:
-        self.rm.v_head.load_state_dict(state["v_head"])
-        if self.rm.lm_weight is not None:
-            self.rm.lm_weight.data.copy_(state["lm_weight"])
+        load_head_state(self.rm, state)
 
     def summary(self, wall_s, resumed_from, last) -> dict:
         out = super().summary(wall_s, resumed_from, last)
