@@ -306,9 +306,9 @@ def test_stop_gradient_clip_mode_keeps_gradient_of_clipped_tokens():
 def test_concat_batches_keeps_log_probs(tiny):
     # two generation rounds with different prompt and response widths: padding to one batch must not
     # change any valid token's log-prob
+    from rlx.batch import Batch, concat_batches
     from rlx.models.logprobs import token_logprobs
     from rlx.rollout.hf import HFEngine
-    from rlx.trainers.online import Batch, concat_batches
 
     model, tok = tiny
     cfg = rlx.compose(FAST).rollout

@@ -13,18 +13,11 @@ from conftest import FAST, read_metrics
 from omegaconf import OmegaConf
 
 import rlx
-from rlx.algos.eepo import (
-    EEPO,
-    EntropyWindow,
-    entropy_gate,
-    forget_loss,
-    merge_rollouts,
-)
+from rlx.algos.eepo import EEPO, EntropyWindow, entropy_gate, forget_loss
 from rlx.config import ConfigError
 from rlx.models.logprobs import token_logprobs
 from rlx.ops import masked_mean
-from rlx.rollout.base import Rollout
-from rlx.trainers.online import Sampler
+from rlx.rollout.base import Rollout, Sampler, merge_rollouts
 
 T_, F_ = True, False
 PAD = 99
@@ -173,7 +166,7 @@ def _sampler(tiny, seen: list):
         seen.append((len(out.texts), p, out))
         return out
 
-    return Sampler(generate=generate, model=model, autocast=False, pad_id=tok.pad_token_id)
+    return Sampler(generate=generate, model=model, autocast=False, tokenizer=tok)
 
 
 def _snapshot(model):

@@ -4,7 +4,7 @@ registry builds from its preset (rlx/algos/base.py)."""
 # Families: GRPO (aepo arpo cispo clip_cov cppo dapo dr_grpo eepo ghpo gigpo gmpo gpg grpo grpo_lambda gspo gspo_token
 # gvpo kl_cov sapo spo tree_grpo ufo); PPO with a critic (ppo ppo_penalty ppo_ptx vapo; rm and prm train reward models);
 # critic-free REINFORCE (raft raft_pp reinforce reinforce_pp reinforce_pp_baseline reinforce_rej remax rloo);
-# label-free (rlsc ttrl); online preference (online_dpo); offline preference (dpo ipo kto odpo orpo qrpo rdpo rrhf
+# label-free (rlsc ttrl); online preference and self-play (online_dpo spin); offline preference (dpo ipo kto odpo orpo qrpo rdpo rrhf
 # simpo step_dpo tdpo); sft.
 from rlx.algos import (  # noqa: F401
     aepo,
@@ -51,6 +51,7 @@ from rlx.algos import (  # noqa: F401
     sapo,
     sft,
     simpo,
+    spin,
     spo,
     step_dpo,
     tdpo,

@@ -110,6 +110,9 @@ class PolicyAlgorithm(Algorithm):
     #: True when the advantages add ``Batch.token_rewards`` (a token-level reward term: reward=prm) to the per-token
     #: rewards (PPO, REINFORCE++); other algorithms refuse such a term (rlx.config.values.check_algorithm)
     takes_token_rewards: ClassVar[bool] = False
+    #: False when ``sample_completions`` reads the round as a whole (EEPO's entropy gate and forgetting step), so
+    #: that under torchrun every rank generates the whole batch instead of its share (rlx/trainers/rollouts.py)
+    shards_rollouts: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -133,7 +136,7 @@ class PolicyAlgorithm(Algorithm):
 
     def sample_completions(self, sampler, records: list[dict], group_size: int):
         """The ``Rollout`` of ``group_size`` completions per record, single-turn (``sampler``:
-        rlx.trainers.online.Sampler). Default: one generation call; EEPO samples in two halves and unlearns the
+        rlx.rollout.base.Sampler). Default: one generation call; EEPO samples in two halves and unlearns the
         first half's mode in between."""
         return sampler.generate(records, group_size)
 

@@ -20,7 +20,7 @@ other way round). ε only keeps the value finite (p = 1 → log 0); its value is
 are the paper's knobs (conf/algo/eepo.yaml says which values are confirmed and which are rlx's).
 
 How the loop does it: ``sample_completions`` (rlx/algos/base.py) runs the schedule with the loop's
-``Sampler`` (rlx/trainers/online.py): the first half; one forward with gradient over it (its entropies, and
+``Sampler`` (rlx/rollout/base.py): the first half; one forward with gradient over it (its entropies, and
 the loss); when the gate fires, a backward, a copy of the trainable parameters, p −= η·∇p in place, the
 second half, and the copy written back. The trainer's optimizer is never touched and every ``.grad`` is left
 as it was found, so the update that follows is GRPO's on the merged G samples (each prompt's first half
@@ -41,20 +41,17 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from rlx.algos.base import check
 from rlx.algos.grpo import GRPO
 from rlx.models.logprobs import token_logprobs
 from rlx.ops import masked_mean
 from rlx.registry import ALGOS
-from rlx.rollout.base import Rollout
+from rlx.rollout.base import merge_rollouts
 
 #: ε of p_clip = min(p, 1 − ε): keeps −log(1 − p) finite (≤ −log 1e-6 = 13.8). A float32 log-softmax of logits
 #: of magnitude ~10 is only good to about 1e-6, so the clip binds only where 1 − p is rounding noise anyway
 P_CLIP_EPS = 1e-6
-#: the fields a multi-turn episode adds to a Rollout; ``merge_rollouts`` joins single-turn rollouts only
-_EPISODE_FIELDS = ("attention", "turn", "turn_state", "reward_scale", "tree")
 
 
 def forget_loss(logp: torch.Tensor, response_mask: torch.Tensor, eps: float = P_CLIP_EPS) -> torch.Tensor:
@@ -92,58 +89,6 @@ class EntropyWindow:
 
     def load_state_dict(self, state: dict) -> None:
         self.values = [float(v) for v in state["values"]][-self.m:]
-
-
-def _pad_right(x: torch.Tensor, width: int, value) -> torch.Tensor:
-    return F.pad(x, (0, width - x.shape[1]), value=value) if x.shape[1] < width else x
-
-
-def _interleave(a, b, n: int):
-    """Rows of ``a`` [n·h₁, ...] and ``b`` [n·h₂, ...] as [n·(h₁ + h₂), ...]: each of the n records' h₁ rows of
-    ``a``, then its h₂ rows of ``b`` (tensors or lists)."""
-    if isinstance(a, list):
-        h1, h2 = len(a) // n, len(b) // n
-        return [x for i in range(n) for x in (*a[i * h1:(i + 1) * h1], *b[i * h2:(i + 1) * h2])]
-    return torch.cat([a.reshape(n, -1, *a.shape[1:]), b.reshape(n, -1, *b.shape[1:])], 1).reshape(-1, *a.shape[1:])
-
-
-def merge_rollouts(first: Rollout, second: Rollout, n_records: int, pad_id: int) -> Rollout:
-    """One ``Rollout`` of two single-turn rollouts of the same ``n_records`` records: each record's completions
-    contiguous, first's then second's. The completion columns are right-padded to the wider of the two
-    (``pad_id`` for completion_ids, False for response_mask, 0 for engine_logp); the prompt columns of both
-    must be the same (the same records, encoded alike); gen_tokens add up.
-
-    first: 2 records × 1 row, completions [[5, 6]], [[7, PAD]]; second: 2 × 1, [[8]], [[9]] →
-    rows [5, 6], [8, PAD], [7, PAD], [9, PAD]: record 0's two rows, then record 1's."""
-    for out in (first, second):
-        if any(getattr(out, k) is not None for k in _EPISODE_FIELDS):
-            raise ValueError("merge_rollouts: single-turn rollouts only (this one has episode fields)")
-        if len(out.texts) % n_records:
-            raise ValueError(f"merge_rollouts: {len(out.texts)} rows are not a whole number per record of {n_records}")
-    h1, h2 = len(first.texts) // n_records, len(second.texts) // n_records
-    same_prompts = (first.prompt_ids.shape[1] == second.prompt_ids.shape[1]
-                    and torch.equal(first.prompt_ids[::h1], second.prompt_ids[::h2])
-                    and torch.equal(first.prompt_mask[::h1], second.prompt_mask[::h2]))
-    if not same_prompts:
-        raise ValueError("merge_rollouts: the two rollouts' prompt columns differ (not the same records?)")
-    if (first.engine_logp is None) != (second.engine_logp is None):
-        raise ValueError("merge_rollouts: engine_logp recorded in one rollout only")
-    T = max(first.completion_ids.shape[1], second.completion_ids.shape[1])
-
-    def columns(name: str, value):
-        return _interleave(_pad_right(getattr(first, name), T, value), _pad_right(getattr(second, name), T, value),
-                           n_records)
-
-    return Rollout(
-        prompt_ids=_interleave(first.prompt_ids, second.prompt_ids, n_records),
-        prompt_mask=_interleave(first.prompt_mask, second.prompt_mask, n_records),
-        completion_ids=columns("completion_ids", pad_id),
-        response_mask=columns("response_mask", False),
-        truncated=_interleave(first.truncated, second.truncated, n_records),
-        texts=_interleave(first.texts, second.texts, n_records),
-        gen_tokens=first.gen_tokens + second.gen_tokens,
-        engine_logp=columns("engine_logp", 0.0) if first.engine_logp is not None else None,
-    )
 
 
 def _trainable(model) -> list[torch.nn.Parameter]:
@@ -189,6 +134,7 @@ class EEPO(GRPO):
     entropy_window: int        # m: steps in that mean
     unlearn_lr: float          # η: the SGD step of the forgetting update
     window: EntropyWindow = field(init=False, repr=False, compare=False)
+    shards_rollouts = False   # the gate's entropy and the forgetting step read the whole round
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -115,13 +115,13 @@ class OnlineDPO(PolicyAlgorithm):
     def check_config(self, cfg) -> None:
         t, rows = cfg.trainer, 2 * cfg.data.prompts_per_step
         check(t.mini_batch_size is None or t.mini_batch_size >= rows,
-              f"trainer.mini_batch_size={t.mini_batch_size}: online_dpo trains on whole pairs, so a step's pairs (at "
+              f"trainer.mini_batch_size={t.mini_batch_size}: {self.name} trains on whole pairs, so a step's pairs (at "
               f"most 2·data.prompts_per_step = {rows} rows) must be one mini-batch: null or >= {rows}")
         check(t.micro_batch_size is None or t.micro_batch_size % 2 == 0,
               f"trainer.micro_batch_size={t.micro_batch_size}: must be even (or null): a pair is two rows of one "
               "micro-batch")
         strategy = cfg.hardware.get("strategy", "none")
-        check(strategy == "none", f"hardware.strategy={strategy}: online_dpo runs in one process (ranks take "
+        check(strategy == "none", f"hardware.strategy={strategy}: {self.name} runs in one process (ranks take "
                                   "contiguous shares of the rows, which can split a pair)")
 
     def refresh_reference(self, step: int) -> bool:

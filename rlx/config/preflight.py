@@ -53,6 +53,7 @@ def preflight(cfg: DictConfig, memory=None) -> None:
     check_paths(cfg)
     check_rewards(cfg)
     check_device(cfg)
+    check_launch(cfg)
     if memory is not None:
         try:
             memory(cfg)
@@ -61,6 +62,24 @@ def preflight(cfg: DictConfig, memory=None) -> None:
                                  "model.lora.rank=16, model.gradient_checkpointing=true, a smaller "
                                  "trainer.micro_batch_size, or hardware=fsdp", EXIT_MACHINE) from None
     check_model(cfg)
+
+
+def check_launch(cfg: DictConfig, env=os.environ) -> None:
+    """hardware=ddp|fsdp runs under torchrun (it sets WORLD_SIZE), and sharded rollouts give every rank the same
+    number of whole prompts: data.prompts_per_step divisible by the world size."""
+    strategy = cfg.hardware.get("strategy", "none")
+    if strategy in ("ddp", "fsdp") and "WORLD_SIZE" not in env:
+        raise PreflightError(f"hardware={cfg.hardware.get('name', strategy)} (hardware.strategy={strategy}) was started "
+                             "without torchrun: there is one process and no rank to share the work with",
+                             f"torchrun --nproc_per_node 2 -m rlx hardware={strategy} ...; or hardware=cpu for "
+                             "one process")
+    world = int(env.get("WORLD_SIZE", "1"))
+    B = cfg.data.get("prompts_per_step")
+    if world > 1 and cfg.rollout.get("shard", True) and isinstance(B, int) and B % world:
+        raise PreflightError(f"data.prompts_per_step={B} is not divisible by the world size {world} (WORLD_SIZE): "
+                             "sharded rollouts give every rank B/world whole prompts",
+                             f"data.prompts_per_step={B + world - B % world} (a multiple of {world}), or "
+                             "rollout.shard=false")
 
 
 def _looks_local(p: str) -> bool:

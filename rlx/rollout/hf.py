@@ -36,20 +36,25 @@ class HFEngine(RolloutEngine):
                                temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
         self.fast = bool(cfg.get("fast_sampler", True)) and self.sampler.supported
         self.record_logp = records_logprobs(cfg, free=False)
+        self.alive_sum = None   # sharded rollouts under FSDP: rows still decoding on all ranks (Sampler.__call__)
 
     def encode(self, prompts: list[str]):
         enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
-    def generate(self, prompts: list[str], n: int = 1, greedy: bool = False) -> Rollout:
-        return self.generate_ids(*self.encode(prompts), n=n, greedy=greedy)
+    def generate(self, prompts: list[str], n: int = 1, greedy: bool = False, keys: list[int] | None = None) -> Rollout:
+        return self.generate_ids(*self.encode(prompts), n=n, greedy=greedy, keys=keys)
 
     @torch.no_grad()
-    def generate_ids(self, ids: torch.Tensor, am: torch.Tensor, n: int = 1, greedy: bool = False) -> Rollout:
+    def generate_ids(self, ids: torch.Tensor, am: torch.Tensor, n: int = 1, greedy: bool = False,
+                     keys: list[int] | None = None) -> Rollout:
+        """``keys``: the prompts' random streams (rlx/rollout/streams.py), used by rlx's decoding loop; the
+        ``model.generate`` fallback samples from torch's global generator."""
         was_training = self.model.training
         self.model.eval()
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-            fast = self.sampler(ids, am, n, greedy, with_logp=self.record_logp) if self.fast else None
+            fast = (self.sampler(ids, am, n, greedy, with_logp=self.record_logp, keys=keys, alive_sum=self.alive_sum)
+                    if self.fast else None)
             if n > 1:
                 ids, am = ids.repeat_interleave(n, 0), am.repeat_interleave(n, 0)
             if fast is None:

@@ -13,8 +13,9 @@ What it does differently from ``model.generate`` (and why it is faster, docs/per
 
 Sampling is the same distribution as transformers' sampling with the same settings: float32 logits,
 then temperature, top-k and top-p in transformers' order (its own logits warpers), softmax and
-``torch.multinomial`` on torch's global generator (checkpointed, so resume stays exact). Greedy is
-``argmax``. A test checks token-for-token equality with ``generate`` (greedy) and the sampled
+a draw: by inverse CDF from the prompt's own random stream where the caller gives keys (the online loop
+does: rlx/rollout/streams.py), else ``torch.multinomial`` on torch's global generator (checkpointed, so resume
+stays exact). Greedy is ``argmax``. A test checks token-for-token equality with ``generate`` (greedy) and the sampled
 distribution against the model's probabilities.
 
 With ``with_logp`` the loop also returns the log-probability of every token it picked: log softmax of
@@ -32,6 +33,7 @@ import torch
 from rlx.models import lean as lean_forward
 from rlx.models.kv_cache import cache_kwarg, new_cache, plain_layers  # noqa: F401 (re-exported)
 from rlx.ops import position_ids_from_mask
+from rlx.rollout import streams
 from rlx.runtime.speed import FP32_SDPA
 
 
@@ -123,22 +125,32 @@ class Sampler:
         cache.layers = [self._layer_cls(layer.keys, layer.values, n, capacity, dtype) for layer in cache.layers]
         return logits.repeat_interleave(n, 0), cache
 
-    def _pick(self, logits, greedy: bool):
+    def _pick(self, logits, greedy: bool, u=None):
+        """Greedy: argmax. Else a draw from the warped distribution: with the row's stream uniforms ``u`` [rows]
+        (rlx/rollout/streams.py) by inverse CDF, without them from torch's global generator."""
         if greedy:
             return logits.argmax(-1)
         scores = self.warpers(None, logits) if self.warpers else logits
-        return torch.multinomial(torch.softmax(scores, -1), 1).squeeze(1)
+        probs = torch.softmax(scores, -1)
+        if u is not None:
+            return streams.inverse_cdf(probs, u)
+        return torch.multinomial(probs, 1).squeeze(1)
 
     @torch.no_grad()
-    def __call__(self, ids: torch.Tensor, am: torch.Tensor, n: int = 1, greedy: bool = False, with_logp=False):
+    def __call__(self, ids: torch.Tensor, am: torch.Tensor, n: int = 1, greedy: bool = False, with_logp=False,
+                 keys: list[int] | None = None, alive_sum=None):
         """(completion ids [B·n, T'], their log-probs [B·n, T'] or None without ``with_logp``); pad and log-prob 0
         after EOS; T' ≤ max_new_tokens: the loop stops when all rows ended. None when the model's cache is
-        not one this loop handles (the caller falls back to ``generate``)."""
+        not one this loop handles (the caller falls back to ``generate``). ``keys`` [B]: the prompts' random
+        streams (rlx/rollout/streams.py; None = torch's global generator). ``alive_sum(n)``: the rows still
+        decoding on every rank (sharded rollouts under FSDP, where every rank must run as many forwards as the
+        others: the loop goes on while any rank has a row left); None = this process's own count."""
         self.lean = lean_forward.for_model(self.model)   # None: the model's own forward (_prefill, _forward)
+        u = None if greedy or keys is None else streams.uniforms(keys, n, self.max_new_tokens, ids.device)
         with self.lean.decoding() if self.lean is not None else contextlib.nullcontext():
-            return self._sample(ids, am, n, greedy, with_logp)
+            return self._sample(ids, am, n, greedy, with_logp, u, alive_sum)
 
-    def _sample(self, ids, am, n, greedy, with_logp):
+    def _sample(self, ids, am, n, greedy, with_logp, u=None, alive_sum=None):
         pre = self._prefill(ids, am, n)
         if pre is None:
             return None
@@ -152,16 +164,16 @@ class Sampler:
         alive = torch.ones(N, dtype=torch.bool, device=ids.device)
         t = 0
         for t in range(T):
-            tok = self._pick(logits, greedy).masked_fill(~alive, self.pad)
+            tok = self._pick(logits, greedy, None if u is None else u[rows, t]).masked_fill(~alive, self.pad)
             out[rows, t] = tok
             if with_logp:   # log π of the picked token from the unwarped logits (no RNG: tokens unchanged)
                 lp = torch.log_softmax(logits, -1).gather(-1, tok[:, None]).squeeze(1)
                 logp[rows, t] = lp.masked_fill(~alive, 0.0)
             alive &= tok != self.eos
             n_alive = int(alive.sum())                       # one host sync per token: the loop's stop test
-            if n_alive == 0 or t == T - 1:
+            if (n_alive if alive_sum is None else alive_sum(n_alive)) == 0 or t == T - 1:
                 break
-            if n_alive <= 0.75 * len(rows):                  # drop finished rows from the batch
+            if 0 < n_alive <= 0.75 * len(rows):              # drop finished rows from the batch
                 keep = alive.nonzero().squeeze(1)
                 rows, alive, tok, mask, pos = rows[keep], alive[keep], tok[keep], mask[keep], pos[keep]
                 if isinstance(cache, lean_forward.BufferCache):

@@ -46,20 +46,24 @@ class VLLMEngine(RolloutEngine):
                        seed=int(cfg.get("seed", 0)), enable_prefix_caching=True)
         self.sync_weights(model)
 
-    def _params(self, n: int, greedy: bool):
+    def _params(self, n: int, greedy: bool, seed: int | None = None):
         from vllm import SamplingParams
 
         c = self.cfg
         return SamplingParams(n=n, max_tokens=c.max_new_tokens, logprobs=0 if self.record_logp else None,
-                              temperature=0.0 if greedy else c.temperature,
+                              temperature=0.0 if greedy else c.temperature, seed=seed,
                               top_p=1.0 if greedy else c.top_p, top_k=-1 if (greedy or not c.top_k) else c.top_k)
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], n: int = 1, greedy: bool = False) -> Rollout:
+    def generate(self, prompts: list[str], n: int = 1, greedy: bool = False, keys: list[int] | None = None) -> Rollout:
+        """``keys``: one vLLM request seed per prompt (its per-request generator: the prompt's own stream, though
+        not the same numbers as rlx's decoding loop draws)."""
         enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         ids, am = enc["input_ids"], enc["attention_mask"]
         reqs = [{"prompt_token_ids": row[m.bool()].tolist()} for row, m in zip(ids, am)]
-        outs = self.llm.generate(reqs, self._params(n, greedy), use_tqdm=False)
+        params = (self._params(n, greedy) if keys is None or greedy
+                  else [self._params(n, greedy, seed=k % 2**31) for k in keys])
+        outs = self.llm.generate(reqs, params, use_tqdm=False)
         T, pad, eos = self.cfg.max_new_tokens, self.tok.pad_token_id, self.tok.eos_token_id
         comp = torch.full((len(prompts) * n, T), pad, dtype=torch.long)
         logp = torch.zeros(len(prompts) * n, T)

@@ -1,8 +1,11 @@
 """Multi-process training under ``torchrun``: ``hardware=ddp`` and ``hardware=fsdp`` (FSDP2).
 
-Rollouts: every rank starts from the same seed and generates the same full batch with the HF engine,
-so the run equals a single process with the same global batch (to float rounding); generation is
-therefore not sharded across ranks (the vLLM engine is the scalable rollout path). Training: each mini-batch is split into
+Rollouts (``rollout.shard``, on by default): each rank generates, scores and computes the log-probs of its
+own B/world prompts of a round, from per-prompt random streams (rlx/rollout/streams.py), and the ranks then
+exchange them (``all_gather_object``) so that every rank holds the single process's batch
+(rlx/trainers/rollouts.py); with ``rollout.shard=false`` every rank generates the whole batch, as the same
+seed makes it identical. Either way the run equals a single process with the same global batch (to float
+rounding). Training: each mini-batch is split into
 ``world`` contiguous shards; the losses use the mini-batch totals as normalisers, so summing the
 ranks' gradients (all-reduce SUM for DDP; loss × world under FSDP2's averaging reduce-scatter)
 gives exactly the single-process gradient. Only rank 0 logs, writes checkpoints and talks to
@@ -11,6 +14,7 @@ trackers; checkpoints hold full state dicts that load on one process.
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
@@ -18,16 +22,18 @@ import torch.distributed as dist
 
 
 class Dist:
-    def __init__(self, strategy: str = "none", backend: str = "gloo"):
+    def __init__(self, strategy: str = "none", backend: str = "gloo", timeout_s: float = 600.0):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.strategy = strategy if self.world > 1 else "none"
+        self.backend = backend
         if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group(backend)
+            # a collective that waits longer than timeout_s (a rank died) raises on the others: they exit non-zero
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
 
     @classmethod
     def from_config(cls, hw) -> "Dist":
-        return cls(hw.get("strategy", "none"), hw.get("backend", "gloo"))
+        return cls(hw.get("strategy", "none"), hw.get("backend", "gloo"), float(hw.get("timeout_s", 600.0)))
 
     @property
     def enabled(self) -> bool:
@@ -41,6 +47,32 @@ class Dist:
     def loss_scale(self) -> float:
         """FSDP2 averages gradients over ranks; our losses are already normalised globally."""
         return float(self.world) if self.strategy == "fsdp" else 1.0
+
+    def share(self, n: int) -> slice:
+        """This rank's contiguous share of n items (all of them in one process); shares differ by at most one."""
+        return self.share_of(n, self.rank) if self.enabled else slice(0, n)
+
+    def share_of(self, n: int, rank: int) -> slice:
+        """Rank ``rank``'s contiguous share of n items: the first n mod world ranks take one more."""
+        q, r = divmod(n, self.world)
+        lo = rank * q + min(rank, r)
+        return slice(lo, lo + q + (rank < r))
+
+    def sum_int(self, n: int) -> int:
+        """n summed over the ranks (one all-reduce)."""
+        if not self.enabled:
+            return n
+        t = torch.tensor([n], dtype=torch.long, device="cuda" if self.backend == "nccl" else "cpu")
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return int(t.item())
+
+    def all_gather_object(self, obj) -> list:
+        """Every rank's ``obj`` (picklable), in rank order ([obj] in one process)."""
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
 
     def shard(self, rows: torch.Tensor) -> torch.Tensor:
         """This rank's contiguous share of ``rows`` (all rows in one process)."""

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
-from rlx.batch import Batch, LossInputs, concat_batches, token_reward_matrix  # noqa: F401 (Batch: re-exported)
-from rlx.metrics import MetricAccumulator, advantage_metrics, merged_extra_metrics, merged_rollout_metrics
+from rlx.batch import Batch, LossInputs
+from rlx.metrics import MetricAccumulator, advantage_metrics
 from rlx.models.logprobs import token_logprobs
 from rlx.ops import masked_mean
 from rlx.registry import TRAINERS
@@ -36,21 +34,10 @@ from rlx.rollout.correction import CORRECTIONS, logp_mismatch
 from rlx.runtime import faults, speed
 from rlx.trainers import minibatch, reference
 from rlx.trainers.base import Trainer
+from rlx.trainers.rollouts import RolloutRounds
 
 
-@dataclass(frozen=True)
-class Sampler:
-    """What ``algo.sample_completions`` works with: ``generate(records, n)`` → a ``Rollout`` of n completions per
-    record; the policy ``model`` it samples from (EEPO changes its parameters between calls, then restores them);
-    the forward's ``autocast`` (``rlx.models.logprobs.token_logprobs``); the tokenizer's ``pad_id``."""
-
-    generate: Callable
-    model: torch.nn.Module
-    autocast: object
-    pad_id: int
-
-
-class OnlineTrainer(Trainer):
+class OnlineTrainer(RolloutRounds, Trainer):
     def setup(self) -> None:
         from rlx.trainers.critic import Critic
         from rlx.trainers.ptx import PretrainTerm
@@ -59,6 +46,8 @@ class OnlineTrainer(Trainer):
         self.critic = Critic(self) if "values" in needs else None   # PPO family: a separate value model
         self.ptx = PretrainTerm(self) if "ptx" in needs else None   # PPO-ptx: a pretraining LM term
         self.is_weights = CORRECTIONS[self.cfg.rollout.get("is_correction", "none")]   # None = no correction
+        if self.sharded and self.dist.strategy == "fsdp" and hasattr(self.engine, "alive_sum"):
+            self.engine.alive_sum = self.dist.sum_int   # every rank decodes while any rank has a row left
 
     def train_step(self) -> dict:
         t0 = time.perf_counter()
@@ -99,113 +88,8 @@ class OnlineTrainer(Trainer):
                         "perf/train_s": t_all - t_gen})
         return metrics
 
-    @property
-    def sampler(self) -> Sampler:
-        return Sampler(generate=lambda records, n: self.sample(records, n=n), model=self.model, autocast=self.autocast,
-                       pad_id=self.tok.pad_token_id)
-
     def _mini(self, n: int) -> int:
         return min(self.cfg.trainer.mini_batch_size or n, n)
-
-    # ------------------------------------------------------------------ 1-3
-    def rollout(self) -> tuple[Batch, dict, dict]:
-        """(batch, rollout metrics, selection metrics): generation rounds of B prompts until ``keep`` has
-        accepted B groups; one round unless the algorithm asks for more (``gen_rounds``: dynamic sampling
-        refills the batch)."""
-        B, G = self.cfg.data.prompts_per_step, self.algo.group_size
-        rounds, n_pass, n_kept, n_groups, n_retried, n_retried_kept = [], 0, 0, 0, 0, 0
-        max_rounds = self.algo.gen_rounds()
-        retry = None   # records the algorithm generates again instead of fresh prompts (GHPO's hinted prompts)
-        for _ in range(max(1, max_rounds)):
-            batch, raw, keep, records = self._generate_round(B, G, retry)
-            n_pass += int(keep.sum())
-            n_groups += len(records)
-            if retry is not None:
-                n_retried, n_retried_kept = n_retried + len(records), n_retried_kept + int(keep.sum())
-            keep = keep & (keep.cumsum(0) <= B - n_kept)   # never more than B groups
-            n_kept += int(keep.sum())
-            rounds.append((batch, raw, keep))
-            if n_kept >= B:
-                break
-            retry = self.algo.retry_records(records, keep)
-            if retry is not None and not retry:   # nothing to retry: the batch stays partly filled
-                break
-        metrics = merged_rollout_metrics([r[1] for r in rounds], G)
-        metrics.update(merged_extra_metrics([r[1]["extra_metrics"] for r in rounds]))
-        metrics["groups/kept_frac"] = n_pass / n_groups
-        if max_rounds > 1:
-            metrics[f"{self.algo.name}/gen_rounds"] = float(len(rounds))
-            metrics[f"{self.algo.name}/batch_fill"] = n_kept / B
-        if self.algo.retries:   # GHPO: how many groups were retried
-            metrics[f"{self.algo.name}/retried_groups"] = float(n_retried)
-            metrics[f"{self.algo.name}/retried_kept"] = float(n_retried_kept)
-        parts, select_metrics = [], {}
-        for batch, raw, keep in rounds:
-            samples, select_metrics = self.algo.keep_samples(raw["rewards"].view(-1, G))
-            rows = keep.repeat_interleave(G) & samples.reshape(-1)
-            parts.append(batch if rows.all() else self._select(batch, rows))
-        return concat_batches(parts, self.tok.pad_token_id), metrics, select_metrics
-
-    def _generate_round(self, B: int, G: int, retry: list[dict] | None):
-        """(batch [n·G], raw rollout data for the metrics, keep [n], the n records): the records the algorithm
-        asked to generate again (``retry``), else (None) B fresh prompts."""
-        if retry is None:
-            retry = self.data.train_batch(self.cursor, B)
-            self.cursor += B
-        records = retry
-        t0 = time.perf_counter()
-        # completions (one call, or the algorithm's own schedule: EEPO), or whole episodes with a multi-turn env
-        # (independent, or a tree the algorithm grows)
-        out = (self.algo.sample_episodes(self.episodes, records, G) if self.episodes
-               else self.algo.sample_completions(self.sampler, records, G))
-        gen_s = time.perf_counter() - t0
-        fields = self.reward_fields(records, out, G, train=True)   # no data fields for label-free algorithms
-        prompts = [r["prompt"] for r in records for _ in range(G)]
-        scored = self.reward.score(prompts, out.texts, **fields)
-        if out.reward_scale is not None:   # an episode's factor on its reward (env=retry's per-turn discount)
-            scored["total"] = [t * float(f) for t, f in zip(scored["total"], out.reward_scale)]
-        self.last_scored = (prompts, out.texts, scored)   # for Trainer.record_samples (rlx.track.samples)
-        # rewards and their bookkeeping live on the CPU (the reward functions return Python numbers); the engine's
-        # masks come from the generation device, so they are brought over once here (a no-op on a CPU run)
-        gen_mask, truncated = out.response_mask.cpu(), out.truncated.cpu()
-        shaped, shape_metrics = self.algo.shape_rewards(torch.tensor(scored["total"], dtype=torch.float32),
-                                                        gen_mask, self.cfg.rollout.max_new_tokens)
-        scored["total"] = shaped.tolist()
-        raw = dict(scored, response_mask=gen_mask, truncated=truncated, gen_s=gen_s,
-                   gen_tokens=out.gen_tokens, shape_metrics=shape_metrics, extra_metrics=out.extra_metrics)
-        rewards = shaped.clone()
-        failed = torch.tensor(scored["failed"])
-        resp_mask = gen_mask & ~failed.unsqueeze(-1)   # unscorable samples never train
-        if failed.any():
-            g = rewards.view(-1, G)
-            fill = torch.nanmean(g, -1, keepdim=True).nan_to_num(0.0).expand_as(g).reshape(-1)
-            rewards = torch.where(failed, fill, rewards)
-        ids = torch.cat([out.prompt_ids, out.completion_ids], 1)
-        am = torch.cat([out.prompt_mask, (out.attention if out.attention is not None else out.response_mask.long())], 1)
-        batch = Batch(ids.to(self.device), am.to(self.device), resp_mask.to(self.device), rewards.to(self.device))
-        batch.token_rewards = token_reward_matrix(scored.get("token_rewards"), batch.T, self.device)   # reward=prm
-        if out.turn is not None:
-            batch.turn, batch.turn_state = out.turn.to(self.device), out.turn_state.to(self.device)
-        if out.tree is not None:
-            batch.tree = out.tree.to(self.device)
-        if out.engine_logp is not None:
-            batch.engine_logp = out.engine_logp.to(self.device)
-        if "greedy_baseline" in self.algo.requires:
-            batch.greedy_rewards = self._greedy_rewards(records, G)
-        raw["rewards"] = rewards
-        return batch, raw, self.algo.keep(rewards.view(-1, G)), records
-
-    def _greedy_rewards(self, records: list[dict], G: int) -> torch.Tensor:
-        """Total reward [B*G] of one greedy decode per prompt, repeated for its G samples (NaN = unscorable)."""
-        prompts = [r["prompt"] for r in records]
-        out = self.sample(records, n=1, greedy=True)
-        fields = self.reward_fields(records, out, 1, train=True)   # the training reward's fields (completion_ids, ...)
-        total = self.reward.score(prompts, out.texts, **fields)["total"]
-        return torch.tensor(total, dtype=torch.float32).repeat_interleave(G).to(self.device)
-
-    @staticmethod
-    def _select(batch: Batch, rows: torch.Tensor) -> Batch:
-        return Batch(**{k: (v[rows] if isinstance(v, torch.Tensor) else v) for k, v in vars(batch).items()})
 
     # ------------------------------------------------------------------ 4
     @torch.no_grad()
@@ -219,12 +103,34 @@ class OnlineTrainer(Trainer):
         return metrics
 
     def _forward_all(self, model, batch: Batch, with_entropy=False):
-        micro = self.cfg.trainer.micro_batch_size or len(batch)
-        outs = [token_logprobs(model, batch.input_ids[i:i + micro], batch.attention_mask[i:i + micro], batch.T,
-                               with_entropy, self.autocast) for i in range(0, len(batch), micro)]
-        logp = torch.cat([o[0] for o in outs])
-        ent = torch.cat([o[1] for o in outs]) if with_entropy else None
-        return logp, ent
+        """(log-probs [N, T], entropies or None) of the whole batch, in micro-batches; with sharded rollouts each
+        rank runs its contiguous share of the rows and the shares are gathered."""
+        n = len(batch)
+        micro = self.cfg.trainer.micro_batch_size or n
+        share = self._logp_share(n, micro)
+        outs = [token_logprobs(model, batch.input_ids[i:min(i + micro, share.stop)],
+                               batch.attention_mask[i:min(i + micro, share.stop)], batch.T, with_entropy,
+                               self.autocast) for i in range(share.start, share.stop, micro)]
+        empty = batch.response_mask.new_zeros(0, batch.T, dtype=torch.float32)
+        logp = torch.cat([o[0] for o in outs]) if outs else empty
+        ent = (torch.cat([o[1] for o in outs]) if outs else empty) if with_entropy else None
+        if share.stop - share.start == n:
+            return logp, ent
+        parts = self.dist.all_gather_object((logp.cpu(), None if ent is None else ent.cpu()))
+        logp = torch.cat([p[0] for p in parts]).to(self.device)
+        return logp, (torch.cat([p[1] for p in parts]).to(self.device) if with_entropy else None)
+
+    def _logp_share(self, n: int, micro: int) -> slice:
+        """The rows this rank's log-prob passes run: its share with sharded rollouts, else all. Under FSDP every
+        rank must run as many forwards as the others, so unequal micro-batch counts (a batch that ``keep`` left
+        uneven) fall back to all rows."""
+        if not self.sharded:
+            return slice(0, n)
+        shares = [self.dist.share_of(n, r) for r in range(self.dist.world)]
+        counts = {-(-(s.stop - s.start) // micro) for s in shares}
+        if self.dist.strategy == "fsdp" and len(counts) > 1:
+            return slice(0, n)
+        return self.dist.share(n)
 
     # ------------------------------------------------------------------ 6
     def update(self, batch: Batch, on_policy: bool) -> dict:
