@@ -125,9 +125,17 @@ def load_value_model(path: str | Path, dtype: str = "float32"):
     return model, tok
 
 
-def value_model_from_policy(policy) -> ValueModel:
-    """A critic initialised from the policy: a deep copy of its backbone and a zero head."""
-    return ValueModel(copy.deepcopy(policy))
+def value_model_from_policy(policy, full_state: dict | None = None) -> ValueModel:
+    """A critic initialised from the policy: a deep copy of its backbone and a zero head. An FSDP2-wrapped policy
+    cannot be deep-copied: pass its ``full_state`` (``Dist.full_state_dict``) and the backbone is rebuilt from the
+    policy's config and loaded from it (a plain module, whole on every rank)."""
+    if full_state is None:
+        return ValueModel(copy.deepcopy(policy))
+    from transformers import AutoModelForCausalLM
+
+    backbone = AutoModelForCausalLM.from_config(policy.config)
+    backbone.load_state_dict(full_state)
+    return ValueModel(backbone.to(next(iter(full_state.values())).dtype))
 
 
 def token_values(model: ValueModel, input_ids, attention_mask, T: int, autocast=False) -> torch.Tensor:

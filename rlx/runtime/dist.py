@@ -127,12 +127,14 @@ class Dist:
             out_ext[k] = v.item()
         return sums, weights, out_ext, losses
 
-    def full_state_dict(self, model) -> dict:
+    def full_state_dict(self, model, every_rank: bool = False) -> dict:
+        """The model's whole state dict: on rank 0 (on the CPU) for a checkpoint, or on ``every_rank`` (FSDP2)."""
         if self.strategy != "fsdp":
             return model.state_dict()
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=not every_rank)   # offload: rank 0's only
+        return get_model_state_dict(model, options=opts)
 
     def barrier(self) -> None:
         if self.enabled:

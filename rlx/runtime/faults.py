@@ -7,6 +7,8 @@ Several faults are separated by commas. Each is ``<name>@<step>`` with an option
                           <phase>: weights (model.safetensors written), state (state.pt written),
                           manifest (manifest.json written, directory not yet renamed), rename (the
                           directory renamed, older checkpoints not yet pruned)
+  kill_rank@N:<rank>      SIGKILL rank <rank> of a torchrun run at the start of step N (the others must fail,
+                          not hang: hardware.timeout_s)
   nan_logp@N              the policy's training log-probs of step N are NaN (as from a forward that
                           overflowed), so its loss, metrics and gradient are NaN
 """

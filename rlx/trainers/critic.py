@@ -36,8 +36,10 @@ class Critic:
 
     @staticmethod
     def _build(trainer, a):
-        if a.critic_init == "policy":
-            return value_model_from_policy(trainer.model)
+        if a.critic_init == "policy":   # under FSDP2 from the policy's full weights (no deep copy of a wrapped module)
+            full = (trainer.dist.full_state_dict(trainer.model, every_rank=True) if trainer.dist.strategy == "fsdp"
+                    else None)
+            return value_model_from_policy(trainer.model, full)
         if a.critic_init == "reward_model":
             if not a.critic_path:
                 raise ValueError("algo.critic_init=reward_model needs algo.critic_path (a dir saved by algo=rm; "

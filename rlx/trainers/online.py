@@ -51,6 +51,7 @@ class OnlineTrainer(RolloutRounds, Trainer):
 
     def train_step(self) -> dict:
         t0 = time.perf_counter()
+        faults.kill_if("kill_rank", self.step, str(self.dist.rank))   # RLX_FAULT=kill_rank@N:<rank>: a rank dies
         reference.maybe_refresh(self)   # iterative DPO: π_ref ← π_θ at the steps the algorithm names
         try:
             batch, metrics, select_metrics = self.rollout()                   # 1-3
