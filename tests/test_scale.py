@@ -80,7 +80,6 @@ def test_slurm_sweep_command_as_documented_checks_every_job():
     # the documented command, checked as the CLI checks it: every job of the sweep composes and validates on this
     # machine, and the launcher is the cluster's. The file sets hydra.mode MULTIRUN, so the same command without -m
     # is the same sweep; a comma list outside a sweep file without -m is refused (Hydra would take it as one value).
-    # (sweeps/ray.yaml needs hydra-ray-launcher, not installable here.)
     from rlx.config import ConfigError, check_cli
     from rlx.config.compose import _compose_raw
 
@@ -97,6 +96,29 @@ def test_slurm_sweep_command_as_documented_checks_every_job():
     with pytest.raises(ConfigError, match="needs -m"):   # a run dir with a comma is a sweep to Hydra too
         check_cli(["hydra.run.dir=/tmp/a,b"])
     assert len(check_cli(["trainer.betas=[0.9,0.95]"])) == 1   # a list value is no sweep
+
+
+@pytest.mark.slow
+def test_ray_sweep_runs_every_job_on_a_local_ray_instance(tmp_path, warm_tiny):
+    # sweeps/ray.yaml as documented (rlx's own Ray launcher, hydra_plugins/rlx_ray_launcher), on a local Ray instance
+    # of 2 CPUs, one CPU a job: both jobs run as Ray tasks, the sweep callback sees both, and a job's metrics equal the
+    # same run in this process (a job is the run, not an approximation of it)
+    import json
+
+    argv = [a for a in _documented_command("ray") if a != "-m" and not a.startswith(("algo=", "seed="))]
+    run = ["trainer.steps=2", "trainer.eval_every=0", "hardware.num_threads=1", "data.prompts_per_step=4"]
+    sweep = ["seed=0,1", *run, "hydra.launcher.num_cpus=2", "hydra.launcher.cpus_per_job=1",
+             "hydra.launcher.gpus_per_job=0", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    proc = run_cli([*argv, *sweep], timeout=600)
+    assert "Ray (2 CPUs) is launching 2 jobs" in proc.stderr + proc.stdout
+    summary = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())
+    assert [j["status"] for j in summary["jobs"]] == ["completed", "completed"], summary
+    rlx.run(rlx.compose(["seed=1", *run]), run_dir=tmp_path / "here")
+    job, here = read_metrics(tmp_path / "sweep" / "1_grpo_s1"), read_metrics(tmp_path / "here")
+    assert [r["step"] for r in job] == [r["step"] for r in here] == [0, 1, 2]
+    for a, b in zip(job, here):
+        assert {k: v for k, v in a.items() if not k.startswith("perf/")} == \
+               {k: v for k, v in b.items() if not k.startswith("perf/")}
 
 
 def test_vllm_engine_says_what_it_needs(tiny):

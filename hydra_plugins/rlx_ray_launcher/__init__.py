@@ -1,0 +1,1 @@
+"""rlx's Hydra launcher for Ray: ``hydra/launcher=rlx_ray`` (ray_launcher.py)."""
