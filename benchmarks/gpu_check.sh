@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check (issue 8): GRPO with a randomly initialised Qwen2.5-0.5B (no downloads) on the HF engine with the
 # lean forward on and off (rlx/models/lean.py) and, if vLLM is installed, on vLLM; prints generation tokens/s,
-# step time and peak memory. At most ~10 minutes.
+# step time and peak memory; with 2 or more GPUs, sharded rollouts against the replicated design
+# (benchmarks/sharded_rollouts.py). At most ~20 minutes.
 #   bash benchmarks/gpu_check.sh            (on a machine with one CUDA GPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,14 @@ model, tok = rlx.build("model", cfg.model)
 model.save_pretrained(sys.argv[1]); tok.save_pretrained(sys.argv[1])
 PY
   timeout 240 python -m rlx "${COMMON[@]}" model.path="$OUT/model" hardware=vllm hydra.run.dir="$OUT/vllm" || true
+fi
+# Sharded rollouts against the replicated design on the GPUs at hand (NCCL needs one GPU per rank).
+NGPU=$(nvidia-smi --list-gpus | wc -l)
+if [ "$NGPU" -ge 2 ]; then
+  timeout 600 python benchmarks/sharded_rollouts.py --device cuda --backend nccl --nproc "$NGPU" --runs 2 \
+    --prompts $((8 * NGPU)) --tokens 128 | tee "$OUT/sharded_rollouts.txt" || true
+else
+  echo "sharded rollouts: $NGPU GPU, need 2 or more (the CPU figures: python benchmarks/sharded_rollouts.py)"
 fi
 python - "$OUT" <<'PY'
 import json, statistics, sys, pathlib

@@ -27,6 +27,8 @@ class Dist:
         self.rank = int(os.environ.get("RANK", "0"))
         self.strategy = strategy if self.world > 1 else "none"
         self.backend = backend
+        if self.world > 1 and backend == "nccl" and torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))   # "cuda" is then this rank's GPU
         if self.world > 1 and not dist.is_initialized():
             # a collective that waits longer than timeout_s (a rank died) raises on the others: they exit non-zero
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
