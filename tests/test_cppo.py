@@ -15,6 +15,7 @@ import rlx
 from rlx.algos.cppo import CPPO, kept_per_group, prune_completions
 from rlx.batch import Batch
 from rlx.config import ConfigError
+from rlx.runtime.dist import Dist
 from rlx.trainers.online import OnlineTrainer
 
 T_, F_ = True, False
@@ -101,15 +102,16 @@ def _stub_loop(algo, rewards, G, T=2):
     n = len(rewards)
     mask = torch.ones(n, T, dtype=torch.bool)
 
-    def generate_round(B, G_, retry):
+    def generate_round(B, G_, retry, round_=0):
         batch = Batch(torch.zeros(n, 1 + T, dtype=torch.long), torch.ones(n, 1 + T, dtype=torch.long), mask, rewards)
         raw = dict(total=rewards.tolist(), score=rewards.tolist(), terms={}, failed=[False] * n, response_mask=mask,
                    truncated=torch.zeros(n, dtype=torch.bool), gen_s=1.0, gen_tokens=n * T, shape_metrics={},
-                   extra_metrics=None, rewards=rewards)
+                   extra_metrics=None, rewards=rewards, local_samples=n)
         return batch, raw, algo.keep(rewards.view(-1, G)), [{}] * (n // G)
 
     lr_steps = []
     stub = SimpleNamespace(cfg=OmegaConf.create({"data": {"prompts_per_step": n // G}}), algo=algo, ref=None, step=1,
+                           dist=Dist(),
                            tok=SimpleNamespace(pad_token_id=0), _generate_round=generate_round,
                            _select=OnlineTrainer._select,
                            sched=SimpleNamespace(step=lambda: lr_steps.append(1), get_last_lr=lambda: [1e-4]))

@@ -124,7 +124,7 @@ def _stub_loop(algo, records: list[dict], solves, G=2, B=3, T=2):
     index = {r["prompt"]: i + 1 for i, r in enumerate(records)}
     state = SimpleNamespace(cursor=0, rounds=[])
 
-    def generate_round(B_, G_, retry):
+    def generate_round(B_, G_, retry, round_=0):
         if retry is None:
             retry = records[state.cursor:state.cursor + B_]
             state.cursor += B_
@@ -136,7 +136,7 @@ def _stub_loop(algo, records: list[dict], solves, G=2, B=3, T=2):
         batch = Batch(ids, torch.ones_like(ids), mask, rewards)
         raw = dict(total=rewards.tolist(), score=rewards.tolist(), terms={}, failed=[False] * n * G_,
                    response_mask=mask, truncated=torch.zeros(n * G_, dtype=torch.bool), gen_s=1.0,
-                   gen_tokens=n * G_ * T, shape_metrics={}, extra_metrics=None, rewards=rewards)
+                   gen_tokens=n * G_ * T, shape_metrics={}, extra_metrics=None, rewards=rewards, local_samples=n * G_)
         state.rounds.append([r["prompt"] for r in retry])
         return batch, raw, algo.keep(rewards.view(-1, G_)), retry
 

@@ -193,7 +193,7 @@ def test_correction_refused_where_it_cannot_apply(algo, why):
 
 @pytest.mark.slow
 def test_the_online_algorithms_without_a_per_token_term():
-    assert _online_algos(takes_is_weights=False) == ["gmpo", "gspo", "gvpo", "online_dpo", "rlsc"]
+    assert _online_algos(takes_is_weights=False) == ["gmpo", "gspo", "gvpo", "online_dpo", "rlsc", "spin"]
 
 
 # ---------------------------------------------------------------- (a, e) a 2-step run logs the metrics

@@ -21,6 +21,8 @@ def test_inverse_cdf_by_hand():
     assert streams.inverse_cdf(w, torch.tensor([0.2])).tolist() == [0]   # 0.8 < 1
     assert streams.inverse_cdf(w, torch.tensor([0.26])).tolist() == [1]  # 1.04 ≥ 1
     assert streams.inverse_cdf(w, torch.tensor([1.0])).tolist() == [1]
+    with pytest.raises(RuntimeError, match="probability tensor contains"):   # an overflowed policy, as multinomial
+        streams.inverse_cdf(torch.tensor([[0.5, float("nan")]]), torch.tensor([0.3]))
 
 
 def test_inverse_cdf_draws_from_the_distribution():

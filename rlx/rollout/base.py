@@ -158,7 +158,8 @@ class RolloutEngine:
         None = the engine's own generator."""
         raise NotImplementedError
 
-    def generate_ids(self, ids: torch.Tensor, am: torch.Tensor, n: int = 1, greedy: bool = False) -> Rollout:
+    def generate_ids(self, ids: torch.Tensor, am: torch.Tensor, n: int = 1, greedy: bool = False,
+                     keys: list[int] | None = None) -> Rollout:
         """As ``generate`` from left-padded token ids [B, P] and their attention mask (multi-turn contexts)."""
         raise NotImplementedError(f"{type(self).__name__} does not generate from token ids; multi-turn envs need "
                                   "rollout.engine=hf")

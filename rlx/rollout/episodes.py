@@ -74,6 +74,7 @@ class EpisodeRunner:
         self.env, self.engine, self.tok, self.max_new_tokens = env, engine, tok, max_new_tokens
         self.pad = tok.pad_token_id
         self.snapshots = False   # keep a copy of each episode before each turn (``fork`` needs them: tree rollouts)
+        self.round_keys: dict = {}   # id(record) -> its random stream this round (the online loop sets them)
 
     def start(self, records: list[dict], n: int) -> list[Trajectory]:
         out = []
@@ -82,20 +83,28 @@ class EpisodeRunner:
             out += [Trajectory(self.env.start(r), ids) for _ in range(n)]
         return out
 
-    def run(self, records: list[dict], n: int = 1, greedy: bool = False) -> Rollout:
+    def run(self, records: list[dict], n: int = 1, greedy: bool = False, keys: list[int] | None = None) -> Rollout:
+        """n episodes per record. The first turn samples from the records' random streams (``keys``, else the
+        ``round_keys`` the online loop set for them; rlx/rollout/streams.py), as a single-turn rollout does, so a
+        one-turn episode is that rollout; later turns draw from torch's global generator."""
+        if keys is None and self.round_keys:
+            ks = [self.round_keys.get(id(r)) for r in records]
+            keys = None if None in ks else ks
         trajs = self.start(records, n)
-        self.play(trajs, greedy, first_n=n)
+        self.play(trajs, greedy, first_n=n, keys=keys)
         return self.rollout(trajs)
 
-    def play(self, trajs: list[Trajectory], greedy: bool = False, first_n: int = 1) -> None:
+    def play(self, trajs: list[Trajectory], greedy: bool = False, first_n: int = 1,
+             keys: list[int] | None = None) -> None:
         """Take turns until every trajectory has ended. ``first_n`` > 1: the trajectories come in runs of
-        ``first_n`` that share a prompt and have not started, so the first turn prefills each prompt once."""
+        ``first_n`` that share a prompt and have not started, so the first turn prefills each prompt once
+        (with ``keys``, one per prompt, from their random streams)."""
         live = [t for t in trajs if not t.done]
-        first = first_n > 1 and all(t.turns == 0 for t in live) and len(live) == len(trajs)
+        first = (first_n > 1 or keys is not None) and all(t.turns == 0 for t in live) and len(live) == len(trajs)
         while live:
             if first:
                 heads = live[::first_n]
-                out = self._generate([t.context() for t in heads], first_n, greedy)
+                out = self._generate([t.context() for t in heads], first_n, greedy, keys)
                 first = False
             else:
                 out = self._generate([t.context() for t in live], 1, greedy)
@@ -103,7 +112,7 @@ class EpisodeRunner:
                 self._turn(tr, out, j)
             live = [t for t in live if not t.done]
 
-    def _generate(self, contexts: list[list[int]], n: int, greedy: bool) -> Rollout:
+    def _generate(self, contexts: list[list[int]], n: int, greedy: bool, keys: list[int] | None = None) -> Rollout:
         width = max(len(c) for c in contexts)
         ids = torch.full((len(contexts), width), self.pad, dtype=torch.long)
         am = torch.zeros(len(contexts), width, dtype=torch.long)
@@ -111,7 +120,9 @@ class EpisodeRunner:
             ids[i, width - len(c):] = torch.tensor(c, dtype=torch.long)
             am[i, width - len(c):] = 1
         device = getattr(self.engine, "device", "cpu")
-        return self.engine.generate_ids(ids.to(device), am.to(device), n=n, greedy=greedy)
+        if keys is None:
+            return self.engine.generate_ids(ids.to(device), am.to(device), n=n, greedy=greedy)
+        return self.engine.generate_ids(ids.to(device), am.to(device), n=n, greedy=greedy, keys=keys)
 
     def _turn(self, tr: Trajectory, out: Rollout, j: int) -> None:
         env = self.env

@@ -56,10 +56,13 @@ def uniforms(keys: list[int], n: int, length: int, device=None) -> torch.Tensor:
 
 def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Index drawn from each row of ``probs`` [N, V] (non-negative, need not sum to 1) with the uniforms ``u`` [N]:
-    the first i whose cumulative sum exceeds u·total. A zero-probability entry is never picked.
+    the first i whose cumulative sum exceeds u·total. A zero-probability entry is never picked; a row that is not
+    finite raises ``RuntimeError`` with torch.multinomial's message.
 
     probs [[0.5, 0, 0.5]], u 0.3 → 0; u 0.5 → 2 (0.5 is not above 0.5); u 0.7 → 2."""
     cdf = probs.float().cumsum(-1)
+    if not bool(torch.isfinite(cdf[:, -1]).all()):   # as torch.multinomial: the online loop catches it (a bad step)
+        raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
     target = (u.float() * cdf[:, -1]).unsqueeze(-1)
     idx = (cdf <= target).sum(-1)
     last = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(-1)   # where u·total rounds up to the total

@@ -248,10 +248,10 @@ class Trainer:
         return evaluation.evaluate(self)
 
     def sample(self, records: list[dict], n: int = 1, greedy: bool = False, keys: list[int] | None = None):
-        """``Rollout`` of n samples per record: single-turn completions (from the records' random streams ``keys``:
-        rlx/rollout/streams.py), or whole episodes with a multi-turn env (torch's global generator)."""
+        """``Rollout`` of n samples per record: single-turn completions, or whole episodes with a multi-turn env
+        (``keys``: the records' random streams, rlx/rollout/streams.py; an episode's first turn only)."""
         if self.episodes is not None:
-            return self.episodes.run(records, n=n, greedy=greedy)
+            return self.episodes.run(records, n=n, greedy=greedy, keys=keys)
         return self.engine.generate([r["prompt"] for r in records], n=n, greedy=greedy, keys=keys)
 
     def reward_fields(self, records: list[dict], out, n: int, train: bool = False) -> dict:

@@ -129,8 +129,12 @@ class RolloutRounds:
         t0 = time.perf_counter()
         # completions (one call, or the algorithm's own schedule: EEPO), or whole episodes with a multi-turn env
         # (independent, or a tree the algorithm grows)
-        out = (self.algo.sample_episodes(self.episodes, local, G) if self.episodes
-               else self.algo.sample_completions(self._sampler(local, keys[share]), local, G))
+        if self.episodes:   # an episode's first turn from its record's stream (EpisodeRunner.run)
+            self.episodes.round_keys = {id(r): k for r, k in zip(local, keys[share])}
+            out = self.algo.sample_episodes(self.episodes, local, G)
+            self.episodes.round_keys = {}
+        else:
+            out = self.algo.sample_completions(self._sampler(local, keys[share]), local, G)
         gen_s = time.perf_counter() - t0
         fields = self.reward_fields(local, out, G, train=True)   # no data fields for label-free algorithms
         scored = self.reward.score([r["prompt"] for r in local for _ in range(G)], out.texts, **fields)
