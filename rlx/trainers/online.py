@@ -14,8 +14,9 @@ One step, numbered as in the code:
      with ``rollout.is_correction``, turned into per-token importance weights for the loss
      (rollout/correction.py)
   7. metrics of the vocabulary
-The trainer asks the algorithm (``requires``, group_size, keep, advantages, loss: rlx/algos/base.py); it never
-branches on its name.
+Steps 1-3 (generation rounds, scoring, sharded rollouts under torchrun) are ``RolloutRounds``
+(rlx/trainers/rollouts.py). The trainer asks the algorithm (``requires``, group_size, keep, advantages, loss:
+rlx/algos/base.py); it never branches on its name.
 """
 
 from __future__ import annotations
