@@ -121,6 +121,23 @@ def test_a_dead_rank_takes_the_others_down(tmp_path):
     assert t0 < timeout_s + 60, t0   # start-up and the first step, then at most the collective timeout
 
 
+@pytest.mark.slow
+def test_two_ranks_build_the_embedded_model_once_in_an_empty_cache(tmp_path):
+    # a new user's first torchrun: no cached embedded model. Rank 0 builds it (a short warm start here: a recipe of its
+    # own, so a cache entry of its own), the other rank waits for it, and the cache entry is complete. (Before, either
+    # rank could build, and transformers' save_pretrained writes no weights on a rank other than 0: whenever rank 1
+    # built first the entry had no config.json and both ranks failed to load it.)
+    recipe = ["model.warm_start.dev_target=0.99", "model.warm_start.max_steps=20"]   # stops at 20 steps
+    cache = tmp_path / "cache"
+    proc = torchrun(["--standalone", "--nproc_per_node", "2"],
+                    ["-m", "rlx", *ARGS, "trainer.steps=1", "hardware=ddp", *recipe, f"hydra.run.dir={tmp_path / 'run'}"],
+                    env={"RLX_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    entries = [p for p in cache.iterdir() if p.name.startswith("tiny-")]
+    assert len(entries) == 1 and {"config.json", "model.safetensors", "rlx_build.json"} <= {
+        p.name for p in entries[0].iterdir()}
+
+
 def test_a_bad_launch_exits_2(tmp_path):
     proc = run_cli(["hardware=ddp"], run_dir=tmp_path / "x", check=False)
     assert proc.returncode == 2 and "without torchrun" in proc.stderr and "torchrun --nproc_per_node" in proc.stderr

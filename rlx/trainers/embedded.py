@@ -16,6 +16,7 @@ from rlx.data.arithmetic import ArithmeticTask
 from rlx.models import load_pretrained, prepare
 from rlx.models.tiny import _lock, build_model, build_tokenizer, cache_root, recipe_hash
 from rlx.registry import DATA, ENVS, MODELS
+from rlx.runtime.run_dir import is_main_rank
 from rlx.trainers.sft import env_warm_start, warm_start
 
 
@@ -46,12 +47,14 @@ def ensure_tiny(cfg, log=print, env=None, data=None) -> Path:
     task = warm_task(env, data)
     key = recipe_hash(cfg, task)
     out = cache_root() / f"tiny-{key}"
-    if (out / "rlx_build.json").exists():
+    if _cached(out):
         return out
+    if not is_main_rank():   # under torchrun rank 0 builds: transformers' save_pretrained writes nothing on the others
+        return _wait_for_build(out, log)
     # The build seeds and draws from torch's global generator; fork_rng restores the caller's state after it,
     # so a run that builds the model (cold cache) samples exactly as one that loads it (warm cache).
     with _lock(cache_root() / f".tiny-{key}.lock"), torch.random.fork_rng(devices=[]):
-        if (out / "rlx_build.json").exists():
+        if _cached(out):
             return out
         t0 = time.perf_counter()
         if task is None:
@@ -62,6 +65,23 @@ def ensure_tiny(cfg, log=print, env=None, data=None) -> Path:
             model, tok, info = _build_for_data(cfg, data, log)
         _save(model, tok, out, {"params": sum(p.numel() for p in model.parameters()), "recipe": key, **info}, t0,
               log)
+    return out
+
+
+def _cached(out: Path) -> bool:
+    """A complete build: its record and its weights (an entry without weights, as a non-zero rank once wrote, is
+    built again)."""
+    return (out / "rlx_build.json").exists() and (out / "config.json").exists()
+
+
+def _wait_for_build(out: Path, log, timeout_s: float = 3600.0, poll_s: float = 1.0) -> Path:
+    """``out`` once rank 0 has cached it (its ``rlx_build.json`` is written last, then the directory renamed)."""
+    log(f"[rlx] waiting for rank 0 to build the embedded model at {out}")
+    t0 = time.monotonic()
+    while not _cached(out):
+        if time.monotonic() - t0 > timeout_s:
+            raise TimeoutError(f"rank 0 did not cache the embedded model at {out} within {timeout_s:.0f} s")
+        time.sleep(poll_s)
     return out
 
 
@@ -114,6 +134,7 @@ def _save(model, tok, out: Path, info: dict, t0: float, log) -> None:
     tok.save_pretrained(tmp)
     info["build_s"] = round(time.perf_counter() - t0, 2)
     (tmp / "rlx_build.json").write_text(json.dumps(info, indent=1))
+    shutil.rmtree(out, ignore_errors=True)   # an incomplete entry (no weights) is replaced
     os.replace(tmp, out)
     log(f"[rlx] embedded model cached at {out} ({info['params']:,} params, {info['build_s']} s)")
 
