@@ -131,8 +131,10 @@ class RolloutRounds:
         # (independent, or a tree the algorithm grows)
         if self.episodes:   # an episode's first turn from its record's stream (EpisodeRunner.run)
             self.episodes.round_keys = {id(r): k for r, k in zip(local, keys[share])}
-            out = self.algo.sample_episodes(self.episodes, local, G)
-            self.episodes.round_keys = {}
+            try:
+                out = self.algo.sample_episodes(self.episodes, local, G)
+            finally:   # ids of this round's records must not key a later round's
+                self.episodes.round_keys = {}
         else:
             out = self.algo.sample_completions(self._sampler(local, keys[share]), local, G)
         gen_s = time.perf_counter() - t0
