@@ -36,6 +36,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
+from rlx.models import lean_ops
 from rlx.models.lean_ops import (  # noqa: F401 (GrowCache, BufferCache, repeated_buffer: the sampler's)
     BufferCache,
     GrowCache,
@@ -100,6 +101,7 @@ class LeanForward:
         self.qk_norm = hasattr(attn, "q_norm")
         self.intermediate = self.layers[0].mlp.gate_proj.out_features
         self._frozen = None   # a Frozen inside decoding()
+        self.compiled = None   # (layer_in, layer_out) compiled by rlx.models.compiled, or None: eager
         self.n_params = sum(p.numel() for p in model.parameters())
 
     @contextlib.contextmanager
@@ -125,32 +127,30 @@ class LeanForward:
         return getattr(self.model.config, "_attn_implementation", None) == FP32_SDPA
 
     def _attention_in(self, h, layer, cos, sin, frozen, N, Q):
-        """q [N, H, Q, D], k and v [N, H_kv, Q, D] of one layer: projections, Qwen3's q/k norms, RoPE."""
-        a, D, eps = layer.self_attn, self.head_dim, self.eps
-        if frozen is not None:   # one matmul; q and k normalised and rotated together (elementwise: same bits)
-            qkv = frozen.linear(h, layer, "qkv").view(N, Q, -1, D)
-            qk, v = qkv[:, :, :self.n_q + self.n_kv], qkv[:, :, self.n_q + self.n_kv:]
-            if self.qk_norm:
-                qk = _rms(qk, frozen.w[layer, "qk_norm"], eps)
-            qk = qk.transpose(1, 2)
-            qk = qk * cos + _rotate_half(qk) * sin
-            return qk[:, :self.n_q], qk[:, self.n_q:], v.transpose(1, 2)
-        q = F.linear(h, a.q_proj.weight, a.q_proj.bias).view(N, Q, -1, D)
-        k = F.linear(h, a.k_proj.weight, a.k_proj.bias).view(N, Q, -1, D)
-        v = F.linear(h, a.v_proj.weight, a.v_proj.bias).view(N, Q, -1, D).transpose(1, 2)
+        """Frozen weights: q [N, H, Q, D], k and v [N, H_kv, Q, D] of one layer: one matmul; q and k normalised
+        and rotated together (elementwise: the same bits as ``layer_in``)."""
+        qkv = frozen.linear(h, layer, "qkv").view(N, Q, -1, self.head_dim)
+        qk, v = qkv[:, :, :self.n_q + self.n_kv], qkv[:, :, self.n_q + self.n_kv:]
         if self.qk_norm:
-            q, k = _rms(q, a.q_norm.weight, eps), _rms(k, a.k_norm.weight, eps)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)
-        return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin, v
+            qk = _rms(qk, frozen.w[layer, "qk_norm"], self.eps)
+        qk = qk.transpose(1, 2)
+        qk = qk * cos + _rotate_half(qk) * sin
+        return qk[:, :self.n_q], qk[:, self.n_q:], v.transpose(1, 2)
 
-    def _mlp(self, h, layer, frozen):
-        mlp = layer.mlp
-        if frozen is not None:
-            gate, up = frozen.linear(h, layer, "gate_up").split(self.intermediate, -1)
-            return frozen.linear(F.silu(gate) * up, layer, "down")
-        act = F.silu(F.linear(h, mlp.gate_proj.weight, mlp.gate_proj.bias)) * F.linear(h, mlp.up_proj.weight,
-                                                                                       mlp.up_proj.bias)
-        return F.linear(act, mlp.down_proj.weight, mlp.down_proj.bias)
+    def _frozen_layer(self, x, i, layer, cos, sin, mask, cache, frozen, fp32):
+        N, Q = x.shape[0], x.shape[1]
+        q, k, v = self._attention_in(_rms(x, layer.input_layernorm.weight, self.eps), layer, cos, sin, frozen, N, Q)
+        if cache is not None:
+            k, v = cache.update(i, k, v)
+        if fp32:
+            with torch.autocast(x.device.type, enabled=False):
+                o = _sdpa(q.float(), k.float(), v.float(), mask, self.scale, self.n_q // self.n_kv)
+        else:
+            o = _sdpa(q, k, v, mask, self.scale, self.n_q // self.n_kv)
+        x = x + frozen.linear(o.transpose(1, 2).reshape(N, Q, -1), layer, "o")
+        gate, up = frozen.linear(_rms(x, layer.post_attention_layernorm.weight, self.eps), layer,
+                                 "gate_up").split(self.intermediate, -1)
+        return x + frozen.linear(F.silu(gate) * up, layer, "down")
 
     def __call__(self, ids, pos, key_mask, cache=None, logits_to_keep: int = 0):
         N, Q = ids.shape
@@ -160,22 +160,17 @@ class LeanForward:
         mask = attention_mask(key_mask, Q)
         fp32 = self.fp32_attention() and torch.is_autocast_enabled(ids.device.type)
         frozen = self._frozen if not torch.is_grad_enabled() else None   # frozen weights only without autograd
+        layer_in, layer_out = self.compiled if self.compiled is not None else (lean_ops.layer_in, lean_ops.layer_out)
         n_rep = self.n_q // self.n_kv
         for i, layer in enumerate(self.layers):
-            h = _rms(x, layer.input_layernorm.weight, self.eps)
-            q, k, v = self._attention_in(h, layer, cos, sin, frozen, N, Q)
+            if frozen is not None:
+                x = self._frozen_layer(x, i, layer, cos, sin, mask, cache, frozen, fp32)
+                continue
+            w = lean_ops.layer_weights(layer)
+            q, k, v = layer_in(x, w, cos, sin, self.head_dim, self.eps)
             if cache is not None:
                 k, v = cache.update(i, k, v)
-            if fp32:
-                with torch.autocast(ids.device.type, enabled=False):
-                    o = _sdpa(q.float(), k.float(), v.float(), mask, self.scale, n_rep)
-            else:
-                o = _sdpa(q, k, v, mask, self.scale, n_rep)
-            o = o.transpose(1, 2).reshape(N, Q, -1)
-            o = frozen.linear(o, layer, "o") if frozen is not None else F.linear(
-                o, layer.self_attn.o_proj.weight, layer.self_attn.o_proj.bias)
-            x = x + o
-            x = x + self._mlp(_rms(x, layer.post_attention_layernorm.weight, self.eps), layer, frozen)
+            x = layer_out(x, q, k, v, mask, w, self.scale, n_rep, self.eps, fp32)
         x = _rms(x, self.norm.weight, self.eps)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]

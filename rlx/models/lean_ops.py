@@ -99,3 +99,41 @@ def _decode_attention(q, k, v, mask, scale, n_rep):
     scores = torch.matmul(q.reshape(N, H // n_rep, n_rep, D), k.transpose(-1, -2)) * scale
     scores = scores.masked_fill(~mask, float("-inf"))   # mask [N, 1, 1, K]: padding keys
     return torch.matmul(scores.softmax(-1), v).view(N, H, 1, D)
+
+
+def layer_in(x, w, cos, sin, head_dim: int, eps: float):
+    """One decoder layer up to its attention: q [N, H, Q, D], k and v [N, H_kv, Q, D] from the residual stream x
+    [N, Q, hidden]. ``w`` is ``layer_weights``' tuple (tensors only, so one compiled graph serves every layer)."""
+    N, Q = x.shape[0], x.shape[1]
+    h = _rms(x, w[0], eps)
+    q = F.linear(h, w[1], w[2]).view(N, Q, -1, head_dim)
+    k = F.linear(h, w[3], w[4]).view(N, Q, -1, head_dim)
+    v = F.linear(h, w[5], w[6]).view(N, Q, -1, head_dim).transpose(1, 2)
+    if w[7] is not None:   # Qwen3's per-head q/k norms
+        q, k = _rms(q, w[7], eps), _rms(k, w[8], eps)
+    q, k = q.transpose(1, 2), k.transpose(1, 2)
+    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin, v
+
+
+def layer_out(x, q, k, v, mask, w, scale: float, n_rep: int, eps: float, fp32: bool):
+    """The rest of the layer: attention over (k, v) (the cache's, this forward's included), o_proj, the residual,
+    the SiLU-gated MLP and its residual; fp32: attention in float32 under autocast (``rlx_sdpa_fp32``)."""
+    N, Q = x.shape[0], x.shape[1]
+    if fp32:
+        with torch.autocast(x.device.type, enabled=False):
+            o = _sdpa(q.float(), k.float(), v.float(), mask, scale, n_rep)
+    else:
+        o = _sdpa(q, k, v, mask, scale, n_rep)
+    x = x + F.linear(o.transpose(1, 2).reshape(N, Q, -1), w[9], w[10])
+    h = _rms(x, w[11], eps)
+    return x + F.linear(F.silu(F.linear(h, w[12], w[13])) * F.linear(h, w[14], w[15]), w[16], w[17])
+
+
+def layer_weights(layer) -> tuple:
+    """The tensors ``layer_in`` and ``layer_out`` read, in their order (None for absent biases and norms)."""
+    a, mlp = layer.self_attn, layer.mlp
+    qn, kn = (a.q_norm.weight, a.k_norm.weight) if hasattr(a, "q_norm") else (None, None)
+    return (layer.input_layernorm.weight, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias,
+            a.v_proj.weight, a.v_proj.bias, qn, kn, a.o_proj.weight, a.o_proj.bias,
+            layer.post_attention_layernorm.weight, mlp.gate_proj.weight, mlp.gate_proj.bias,
+            mlp.up_proj.weight, mlp.up_proj.bias, mlp.down_proj.weight, mlp.down_proj.bias)

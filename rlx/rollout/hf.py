@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import torch
 
+from rlx.models import lean as lean_forward
 from rlx.ops import response_mask_from_eos
 from rlx.registry import ENGINES
 from rlx.rollout.base import Rollout, RolloutEngine, records_logprobs
 from rlx.rollout.sampler import Sampler
+from rlx.runtime.speed import set_training
 
 
 class HFEngine(RolloutEngine):
@@ -51,7 +53,8 @@ class HFEngine(RolloutEngine):
         """``keys``: the prompts' random streams (rlx/rollout/streams.py), used by rlx's decoding loop; the
         ``model.generate`` fallback samples from torch's global generator."""
         was_training = self.model.training
-        self.model.eval()
+        flags_only = self.fast and lean_forward.for_model(self.model) is not None   # no module forward runs
+        set_training(self.model, False, flags_only)
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
             fast = (self.sampler(ids, am, n, greedy, with_logp=self.record_logp, keys=keys, alive_sum=self.alive_sum)
                     if self.fast else None)
@@ -62,7 +65,7 @@ class HFEngine(RolloutEngine):
                 comp, logp = self._generate(ids, am, greedy)
             else:
                 comp, logp = fast
-        self.model.train(was_training)
+        set_training(self.model, was_training, flags_only)
         eos = self.tok.eos_token_id
         mask = response_mask_from_eos(comp, eos)
         has_eos = (comp == eos).any(-1)

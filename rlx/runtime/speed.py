@@ -1,9 +1,10 @@
 """Speed settings a trainer applies to its models (measurements in docs/performance.md).
 
 - ``resolve_autocast``: ``hardware.autocast: null`` (auto) turns bf16 autocast on where it is faster:
-  a CUDA device with bf16, or a CPU with AMX-BF16 and a model of at least ``AUTOCAST_MIN_PARAMS``
-  parameters (docs/environment.md §3: 2.5× faster at 31.7M, 1.5× at 4M, slower at 1M where per-op
-  overhead dominates). ``true`` / ``false`` force it.
+  a CUDA device with bf16, or a CPU with bf16 matrix instructions (AMX-BF16 or AVX512-BF16) and a model
+  of at least ``AUTOCAST_MIN_PARAMS`` parameters (docs/environment.md §3, an AMX CPU: 2.5× faster at 31.7M,
+  1.5× at 4M, slower at 1M where per-op overhead dominates; docs/performance.md, an AVX512-BF16 CPU: a
+  GRPO step at 31.6M 2× faster). ``true`` / ``false`` force it.
 - ``fp32_attention``: under CPU autocast, attention runs in float32 (``rlx_sdpa_fp32``, registered
   with transformers' AttentionInterface). The CPU flash-attention backward is 2.3× slower in bf16
   than in fp32 at these shapes, while attention is a small share of the FLOPs; the linear layers
@@ -34,12 +35,15 @@ FP32_SDPA = "rlx_sdpa_fp32"
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_has_amx_bf16() -> bool:
+def cpu_bf16_matmul() -> str | None:
+    """The CPU's bf16 matrix instructions oneDNN uses: "amx_bf16" (Intel AMX tiles), "avx512_bf16" (bf16 dot
+    products, e.g. AMD Zen 4), or None (bf16 is emulated and slower than float32)."""
     try:
         with open("/proc/cpuinfo") as fh:
-            return any(line.startswith("flags") and " amx_bf16" in line for line in fh)
+            flags = next((line.split() for line in fh if line.startswith("flags")), [])
     except OSError:
-        return False
+        return None
+    return next((f for f in ("amx_bf16", "avx512_bf16") if f in flags), None)
 
 
 def resolve_autocast(setting, model, device: torch.device) -> bool:
@@ -48,7 +52,7 @@ def resolve_autocast(setting, model, device: torch.device) -> bool:
         return bool(setting)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    if device.type != "cpu" or not cpu_has_amx_bf16():
+    if device.type != "cpu" or cpu_bf16_matmul() is None:
         return False
     return sum(p.numel() for p in model.parameters()) >= AUTOCAST_MIN_PARAMS
 
@@ -116,6 +120,17 @@ def tune_allocator() -> bool:
         return bool(libc.mallopt(-3, 32 << 20)) and bool(libc.mallopt(-1, 1 << 30))
     except (OSError, AttributeError):
         return False
+
+
+def set_training(model, mode: bool, flags_only: bool = False) -> None:
+    """``model.train(mode)``. With ``flags_only`` only every module's ``training`` flag is set: transformers'
+    ``train`` also re-kernelizes a model with hub kernels (``use_kernels``) on each switch, ~1 ms a switch on
+    the CPU, which a forward that never calls the modules' own ``forward`` (the lean forward) does not need."""
+    if not flags_only:
+        model.train(mode)
+        return
+    for module in model.modules():
+        module.training = mode
 
 
 def all_finite(parameters) -> bool:

@@ -24,8 +24,8 @@ import torch
 from rlx.catalogue import build
 from rlx.data.prompts import context_warning
 from rlx.metrics import peak_mem_gb
+from rlx.models import compiled, make_reference, memory
 from rlx.models import lean as lean_forward
-from rlx.models import make_reference, memory
 from rlx.registry import ENGINES
 from rlx.rollout.episodes import EpisodeRunner
 from rlx.runtime import speed
@@ -87,6 +87,7 @@ class Trainer:
             why = lean_forward.why_not(self.model) or (
                 None if lean_forward.for_model(self.model) is not None else "its logits differ from transformers'")
         self.console.print(f"[rlx] lean forward: {'on' if why is None else f'off ({why})'}")
+        self.console.print(compiled.apply((self.model, self.ref), hw.get("compile"), self.device, why is None))
         self.engine = ENGINES.get(cfg.rollout.engine)(cfg.rollout, self.model, self.tok, device=self.device,
                                                       autocast=self.autocast)
         self.episodes = None   # multi-turn envs: rollouts are episodes (rlx/rollout/episodes.py)
@@ -150,7 +151,9 @@ class Trainer:
             while self.step < t.steps and not self.should_stop:
                 self.step += 1
                 self._step_bad = None
+                compile_s = compiled.seconds()
                 metrics = self.train_step()
+                metrics["perf/compile_s"] = compiled.seconds() - compile_s   # hardware.compile: 0 when off
                 if self._step_bad is None and not speed.all_finite(self.trainable_parameters()):
                     self._step_bad = self.weights_bad = "weights after the update"   # finite loss, overflowing lr
                     self.console.print(f"[rlx] step {self.step}: the update left non-finite weights; no checkpoint "

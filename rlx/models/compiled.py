@@ -1,0 +1,86 @@
+"""``hardware.compile``: ``torch.compile`` for the lean forward's decoder layers.
+
+What is compiled: the two halves of a decoder layer, ``rlx.models.lean_ops.layer_in`` (norm, q/k/v projections,
+Qwen3's q/k norms, RoPE) and ``layer_out`` (attention, o_proj, residual, norm, gated MLP, residual). Their weights
+are arguments, so one compiled graph of each serves every layer of the policy and of the reference, in the
+training forward and backward (inductor fuses the element-wise ops of both), the reference and old-policy
+log-prob passes, and the decode step where the lean forward runs it with the live weights (CUDA). The KV cache
+update stays outside (a Python object), between the halves. Shapes: the first call compiles for its shapes; a
+call with other lengths recompiles once with dynamic sizes (torch's automatic dynamic shapes), so a run
+compiles each half about twice, not once per length. Not compiled: the CPU decode step with frozen packed
+weights (``Frozen``: oneDNN's packed matmul is already one call per projection), transformers' forward (models
+the lean forward does not cover) and everything outside the layers.
+
+``hardware.compile``: true | false | null (auto: on for CUDA, off on the CPU, where it measured no faster:
+docs/performance.md). Compile time is counted separately from the step (``seconds()``, logged as
+``perf/compile_s``: the seconds spent compiling during that step) through dynamo's compile callbacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import time
+
+import torch
+
+from rlx.models import lean as lean_forward
+from rlx.models import lean_ops
+
+_CLOCK = {"start": None, "total": 0.0}
+
+
+def _started(_args) -> None:
+    _CLOCK["start"] = time.perf_counter()
+
+
+def _ended(_args) -> None:
+    if _CLOCK["start"] is not None:
+        _CLOCK["total"] += time.perf_counter() - _CLOCK["start"]
+        _CLOCK["start"] = None
+
+
+def seconds() -> float:
+    """Seconds this process has spent compiling (dynamo and inductor, forward and lazily compiled backward)."""
+    return _CLOCK["total"]
+
+
+@functools.lru_cache(maxsize=1)
+def layers() -> tuple:
+    """(compiled ``layer_in``, compiled ``layer_out``), built once per process; compilation happens at first use."""
+    from torch._dynamo import callback
+
+    callback.on_compile_start(_started)
+    callback.on_compile_end(_ended)
+    return torch.compile(lean_ops.layer_in), torch.compile(lean_ops.layer_out)
+
+
+def why_not(setting, device: torch.device, lean_on: bool) -> str | None:
+    """Why the compiled path is off for this run (None: on)."""
+    if setting is False:
+        return "hardware.compile=false"
+    if not lean_on:
+        return "the lean forward is off, and compile applies to its layers"
+    if setting is None and device.type != "cuda":
+        return ("auto: off on the CPU, where it measured no faster (docs/performance.md); "
+                "hardware.compile=true turns it on")
+    if device.type == "cpu" and not (shutil.which("c++") or shutil.which("g++")):
+        return "no C++ compiler on PATH for inductor's CPU kernels"
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "triton is not installed (inductor's GPU kernels)"
+    return None
+
+
+def apply(models, setting, device: torch.device, lean_on: bool) -> str:
+    """Turn the compiled layers on for every model in ``models`` that runs the lean forward; the line to print."""
+    why = why_not(setting, device, lean_on)
+    if why is None:
+        for model in models:
+            lean = lean_forward.for_model(model) if model is not None else None
+            if lean is not None:
+                lean.compiled = layers()
+    return "[rlx] compile: on (decoder layers; compile time logged as perf/compile_s)" if why is None else (
+        f"[rlx] compile: off ({why})")
