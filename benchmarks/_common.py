@@ -40,8 +40,10 @@ def model_dir(size: str) -> Path:
     tiny = ensure_tiny(cfg.model, log=lambda *a: None)
     if size == "1m":
         return tiny
+    if size == "0.5b":
+        return random_preset_dir("qwen0_5b")
     if size != "30m":
-        raise ValueError(f"unknown size {size!r} (1m | 30m)")
+        raise ValueError(f"unknown size {size!r} (1m | 30m | 0.5b)")
     out = cache_root() / "bench-qwen3-30m-v1"
     if not (out / "config.json").exists():
         import torch
@@ -55,6 +57,26 @@ def model_dir(size: str) -> Path:
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(conf)
         model.generation_config = GenerationConfig(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, out)
+    return out
+
+
+def random_preset_dir(preset: str) -> Path:
+    """A model preset built with random weights (``model=<preset> model.init=random``: no download; the embedded
+    tokenizer where the hub's is unreachable), saved once under the cache so both frameworks load the same weights."""
+    import rlx
+    from rlx.models.tiny import cache_root
+
+    out = cache_root() / f"bench-{preset}-random-v1"
+    if not (out / "config.json").exists():
+        import torch
+
+        torch.manual_seed(0)
+        cfg = rlx.compose([f"model={preset}", "model.init=random"])
+        model, tok = rlx.build("model", cfg.model, log=lambda *a: None)
         tmp = out.with_name(out.name + f".tmp{os.getpid()}")
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -100,14 +122,24 @@ def rlx_trainer(overrides: list[str], run_dir: str | None = None):
     return trainer
 
 
+def sync() -> None:
+    """Wait for queued GPU work (CUDA timings); nothing on the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def rlx_step(trainer) -> tuple[float, float]:
-    """One rlx training step; returns (wall s, process CPU s). Wall is the trainer's own perf/step_s."""
+    """One rlx training step; returns (wall s, process CPU s) of the ``train_step`` call (GPU work waited for)."""
     import time
 
     trainer.step += 1
-    c0 = time.process_time()
-    wall = float(trainer.train_step()["perf/step_s"])
-    return wall, time.process_time() - c0
+    sync()
+    t0, c0 = time.perf_counter(), time.process_time()
+    trainer.train_step()
+    sync()
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def trl_step_timer(after_step=None):
@@ -122,9 +154,11 @@ def trl_step_timer(after_step=None):
             self.times, self.cpu, self._t0 = [], [], None
 
         def on_step_begin(self, args, state, control, **kw):
+            sync()
             self._t0 = (time.perf_counter(), time.process_time())
 
         def on_step_end(self, args, state, control, **kw):
+            sync()
             self.times.append(time.perf_counter() - self._t0[0])
             self.cpu.append(time.process_time() - self._t0[1])
             if after_step is not None:

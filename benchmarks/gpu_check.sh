@@ -2,7 +2,8 @@
 # GPU check (issue 8): GRPO with a randomly initialised Qwen2.5-0.5B (no downloads) on the HF engine with the
 # lean forward on and off (rlx/models/lean.py) and, if vLLM is installed, on vLLM; prints generation tokens/s,
 # step time and peak memory; with 2 or more GPUs, sharded rollouts against the replicated design
-# (benchmarks/sharded_rollouts.py). At most ~20 minutes.
+# (benchmarks/sharded_rollouts.py); the compiled path (hardware.compile=true) and, where TRL is installed, rlx
+# against TRL on the same GPU (benchmarks/vs_trl.py --device cuda: GRPO and DPO at ~0.5B). At most ~35 minutes.
 #   bash benchmarks/gpu_check.sh            (on a machine with one CUDA GPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,14 @@ COMMON=(model=qwen0_5b trainer.steps=10 trainer.eval_every=0 data.eval_size=64 d
 timeout 240 python -m rlx "${COMMON[@]}" model.init=random hardware=gpu hydra.run.dir="$OUT/hf"
 timeout 240 python -m rlx "${COMMON[@]}" model.init=random hardware=gpu hardware.lean_forward=false \
   hydra.run.dir="$OUT/hf_transformers_forward"
+timeout 300 python -m rlx "${COMMON[@]}" model.init=random hardware=gpu hardware.compile=true \
+  hydra.run.dir="$OUT/hf_compiled" || true
+if python -c "import trl" 2>/dev/null; then
+  timeout 900 python benchmarks/vs_trl.py --device cuda --compile --variants trl_default,trl_matched --steps 8 \
+    --warmup 3 | tee "$OUT/vs_trl.txt" || true
+else
+  echo "vs_trl: TRL is not installed here (pip install trl); the rlx rows above stand alone"
+fi
 # vLLM loads from disk: save the same random architecture first.
 if python -c "import vllm" 2>/dev/null; then
   python - "$OUT/model" <<'PY'
@@ -33,13 +42,14 @@ else
 fi
 python - "$OUT" <<'PY'
 import json, statistics, sys, pathlib
-for eng in ("hf", "hf_transformers_forward", "vllm"):
+for eng in ("hf", "hf_transformers_forward", "hf_compiled", "vllm"):
     p = pathlib.Path(sys.argv[1]) / eng / "metrics.jsonl"
     if not p.exists():
         continue
-    rows = [r for r in map(json.loads, p.read_text().splitlines()) if "perf/step_s" in r][2:]   # 2 warm-up steps
+    every = [r for r in map(json.loads, p.read_text().splitlines()) if "perf/step_s" in r]
+    rows = every[2:]   # 2 warm-up steps
     med = lambda k: statistics.median(r[k] for r in rows if k in r)
-    print(json.dumps({"engine": eng, "step_s": med("perf/step_s"), "gen_s": med("perf/gen_s"),
+    print(json.dumps({"engine": eng, "step_s": med("perf/step_s"), "compile_s": sum(r.get("perf/compile_s", 0) for r in every), "gen_s": med("perf/gen_s"),
                       "train_s": med("perf/train_s"), "gen_tokens_per_s": med("perf/tokens_per_s"),
                       "peak_mem_gb": max(r["perf/peak_mem_gb"] for r in rows)}))
 PY

@@ -52,6 +52,7 @@ VOCABULARY = {
     "perf/train_s": "seconds in forward/backward/optimizer",
     "perf/tokens_per_s": "generated tokens per second of generation",
     "perf/peak_mem_gb": "peak resident memory (CPU) or allocated memory (GPU), GB",
+    "perf/compile_s": "seconds torch.compile spent compiling during the step (hardware.compile; 0 when off)",
     "health/skipped_steps": "updates skipped because a loss, gradient or reward was not finite",
     "episode/turns_mean": "policy turns per episode (multi-turn envs)",
     "episode/tokens_mean": "tokens per episode after the prompt: turns and observations",
