@@ -33,6 +33,8 @@ CASES = [
     (["hardware.num_threads=1.5"], "hardware.num_threads"),
     (["hardware.num_threads=true"], "hardware.num_threads"),
     (["hardware.num_threads=0"], "hardware.num_threads"),
+    (["hardware.compile=yes"], "hardware.compile"),
+    (["hardware.autocast=1"], "hardware.autocast"),
     (["reward.score_term=nope"], "reward.score_term"),
     (["reward=gsm8k", "reward.score_term=nope"], "reward.score_term"),
     (["model.arch.num_attention_heads=3"], "model.arch.num_attention_heads"),

@@ -151,6 +151,17 @@ def test_autocast_setting(tiny):
     assert resolve_autocast(None, model, cpu) is False   # auto: 1M parameters is below the bf16 break-even
 
 
+def test_auto_autocast_needs_bf16_matrix_instructions(monkeypatch):
+    from rlx.runtime import speed
+
+    assert speed.cpu_bf16_matmul() in ("amx_bf16", "avx512_bf16", None)   # this machine's, from /proc/cpuinfo
+    big = torch.nn.Linear(2000, 2000)   # 4M parameters: above the break-even
+    cpu = torch.device("cpu")
+    for flag, on in (("amx_bf16", True), ("avx512_bf16", True), (None, False)):
+        monkeypatch.setattr(speed, "cpu_bf16_matmul", lambda flag=flag: flag)
+        assert speed.resolve_autocast(None, big, cpu) is on, flag
+
+
 def test_fp32_attention_sampling_matches_its_training_forward(tiny):
     """Under bf16 autocast with float32 attention, the sampler's greedy tokens are those that
     generate() picks with the same attention, and the forward's log-probs are close to sdpa's."""
@@ -227,3 +238,22 @@ def test_busy_cores_sees_a_process_running_now_and_not_one_that_ended():
     assert during >= 1.0
     time.sleep(0.2)
     assert busy_cores() <= during - 1.0   # the child no longer counts
+
+
+def test_set_training_flags_only_sets_every_module_without_calling_train():
+    from rlx.runtime.speed import set_training
+
+    class Counting(torch.nn.Sequential):
+        calls = 0
+
+        def train(self, mode=True):   # transformers' override re-kernelizes here
+            Counting.calls += 1
+            return super().train(mode)
+
+    model = Counting(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Dropout(0.5)))
+    set_training(model, False, flags_only=True)
+    assert Counting.calls == 0 and not any(m.training for m in model.modules())
+    set_training(model, True, flags_only=True)
+    assert Counting.calls == 0 and all(m.training for m in model.modules())
+    set_training(model, False)
+    assert Counting.calls == 1 and not any(m.training for m in model.modules())

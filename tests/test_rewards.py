@@ -265,6 +265,29 @@ def test_isolation_per_sample_exceptions_and_timeouts():
     assert took < 2 * 0.5 + 1.0        # batch deadline + one shared per-sample deadline (not 2 x 3 s)
 
 
+def test_deadline_calls_reuse_one_worker_until_a_call_hangs():
+    """Calls with a deadline run on a reused worker thread (no thread start per reward call); a call that misses its
+    deadline keeps that worker, so the next call gets a fresh one and still succeeds on time."""
+    import threading
+
+    from rlx.rewards.composite import call_with_deadline
+
+    ident = threading.get_ident
+    first, err = call_with_deadline(ident, (), {}, 5.0)
+    assert err is None and first != ident()
+    assert call_with_deadline(ident, (), {}, 5.0) == (first, None)      # the same worker thread again
+    assert call_with_deadline(lambda: 1 / 0, (), {}, 5.0) == (None, "ZeroDivisionError: division by zero")
+    assert call_with_deadline(ident, (), {}, 5.0) == (first, None)      # an exception does not cost the worker
+    release = threading.Event()
+    assert call_with_deadline(release.wait, (), {}, 0.2) == (None, "no result after timeout_s=0.2 s")
+    t0 = time.perf_counter()
+    fresh, err = call_with_deadline(ident, (), {}, 5.0)
+    assert err is None and fresh not in (first, ident()) and time.perf_counter() - t0 < 1.0
+    release.set()   # the abandoned call returns; its worker is not taken back
+    time.sleep(0.05)
+    assert call_with_deadline(ident, (), {}, 5.0) == (fresh, None)
+
+
 def weird_values(prompts, completions, **fields):
     return [1.0, None, "x", float("inf"), 0.0][:len(completions)] if len(completions) == 5 else [1.0]
 

@@ -99,6 +99,9 @@ def check_shapes(cfg: DictConfig) -> None:
     threads = cfg.hardware.get("num_threads")
     _need(threads is None or (isinstance(threads, int) and not isinstance(threads, bool)),
           f"hardware.num_threads={threads!r}: must be an integer >= 1, or null (torch's default)")
+    for key in ("autocast", "compile"):   # null defaults carry no type for the generic check
+        v = cfg.hardware.get(key)
+        _need(v is None or isinstance(v, bool), f"hardware.{key}={v!r}: must be true, false or null (auto)")
     terms = cfg.reward.get("terms")
     if isinstance(terms, DictConfig) and "score_term" in cfg.reward:
         names = [str(k) for k in terms.keys()]

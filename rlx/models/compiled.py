@@ -48,8 +48,12 @@ def seconds() -> float:
 @functools.lru_cache(maxsize=1)
 def layers() -> tuple:
     """(compiled ``layer_in``, compiled ``layer_out``), built once per process; compilation happens at first use."""
+    import torch._dynamo.config as dynamo_config
     from torch._dynamo import callback
 
+    # a graph per (grad mode, weight dtype, static/dynamic shapes): the default run compiles 3-4 of each half, a run
+    # with a bf16 reference and old-policy passes a few more; past the limit dynamo would fall back to eager
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 16)
     callback.on_compile_start(_started)
     callback.on_compile_end(_ended)
     return torch.compile(lean_ops.layer_in), torch.compile(lean_ops.layer_out)

@@ -95,10 +95,15 @@ class Dist:
         fully_shard(model, mesh=mesh)
         return model
 
-    def sync_grads(self, params) -> None:
-        """DDP: one flattened all-reduce (SUM) of every gradient."""
-        if self.strategy != "ddp":
+    def sync_grads(self, params, every_strategy: bool = False) -> None:
+        """DDP (or any strategy under torchrun with ``every_strategy``: a module replicated outside FSDP, the critic):
+        one flattened all-reduce (SUM) of every gradient. A rank that ran no rows contributes zeros."""
+        if not self.enabled or (self.strategy != "ddp" and not every_strategy):
             return
+        if every_strategy:
+            for p in params:
+                if p.grad is None and p.requires_grad:
+                    p.grad = torch.zeros_like(p)
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
             return

@@ -9,6 +9,10 @@ architecture", §3.2). The online loop calls, per step:
   6b. ``update(batch)``   μ epochs over the same mini-batches as the policy; the algorithm's value
                           loss (``algo.value_loss``); ``value/explained_var`` of V_old against R̂
 
+Under torchrun (ddp or fsdp) the critic is a plain module on every rank: each rank computes V_old for its share of
+the rows (gathered after) and the value loss's gradient on its share of each mini-batch; the gradients are summed
+over the ranks (one all-reduce per mini-batch) before the identical optimizer step on every rank.
+
 For the first ``algo.critic_warmup`` steps only the critic learns (value pretraining, VC-PPO
 arXiv:2503.01491 §4.1 / VAPO arXiv:2504.05118 §3.1). Its weights and optimizer state go into every
 checkpoint, so resume is exact.
@@ -62,8 +66,15 @@ class Critic:
         batch.returns = algo.value_targets(batch)
 
     def _forward_all(self, batch) -> torch.Tensor:
-        micro = self.trainer.cfg.trainer.micro_batch_size or len(batch)
-        return torch.cat([self._values(batch, slice(i, i + micro)) for i in range(0, len(batch), micro)])
+        """V_old of every row; under torchrun each rank runs its contiguous share and the shares are gathered."""
+        n, dist = len(batch), self.trainer.dist
+        micro = self.trainer.cfg.trainer.micro_batch_size or n
+        share = dist.share(n)
+        parts = [self._values(batch, slice(i, min(i + micro, share.stop))) for i in range(share.start, share.stop, micro)]
+        values = torch.cat(parts) if parts else batch.response_mask.new_zeros(0, batch.T, dtype=torch.float32)
+        if not dist.enabled:
+            return values
+        return torch.cat([v for v in dist.all_gather_object(values.cpu())]).to(self.trainer.device)
 
     def _values(self, batch, rows) -> torch.Tensor:
         return token_values(self.model, batch.input_ids[rows], batch.attention_mask[rows], batch.T,
@@ -73,11 +84,14 @@ class Critic:
     def update(self, batch, algo) -> dict:
         _, micro = minibatch.sizes(self.trainer.cfg, len(batch))
         acc, norms = MetricAccumulator(), []
+        dist = self.trainer.dist
         for rows, norm in minibatch.minibatches(self.trainer.cfg, batch.response_mask):
+            rows = dist.shard(rows)   # this rank's share (norm stays the mini-batch total); gradients summed below
             loss = sum(self._micro_step(batch, rows[m:m + micro], norm, algo, acc) for m in range(0, len(rows), micro))
             acc.end_minibatch()
+            dist.sync_grads(list(self.model.parameters()), every_strategy=True)
             norms.append(self._optimizer_step(loss))
-        metrics = acc.result()
+        metrics = acc.result(dist)
         if self.policy_frozen(self.trainer.step):   # value pretraining: the value loss is all that is optimised
             metrics["loss/total"] = metrics["loss/value"]
         metrics["value/explained_var"] = explained_variance(batch.values, batch.returns, batch.response_mask)
@@ -85,6 +99,8 @@ class Critic:
         return metrics
 
     def _micro_step(self, batch, rows, norm, algo, acc) -> float:
+        if len(rows) == 0:
+            return 0.0
         mask = batch.response_mask[rows]
         values = self._values(batch, rows)
         loss, m = algo.value_loss(values, batch.values[rows], batch.returns[rows], mask, **norm)
