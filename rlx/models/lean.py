@@ -24,7 +24,9 @@ Under CPU autocast with ``rlx.runtime.speed.fp32_attention`` on, attention runs 
 Two caches: ``GrowCache`` (keys/values concatenated, autograd-friendly: the shared-prompt training
 forward indexes a prompt's cache out to its rows) and ``BufferCache`` (allocated once for the whole
 generation, written in place: the sampler). ``decoding()`` (the sampler enters it) builds ``Frozen``
-weights for the forwards of one generation. docs/performance.md has the measurements.
+weights for the forwards of one generation. Forwards with the live weights run each layer as ``lean_ops.layer_in``
+and ``layer_out``, or their ``torch.compile``d versions when ``hardware.compile`` is on (``rlx.models.compiled``).
+docs/performance.md has the measurements.
 """
 
 from __future__ import annotations
