@@ -286,6 +286,12 @@ def test_deadline_calls_reuse_one_worker_until_a_call_hangs():
     release.set()   # the abandoned call returns; its worker is not taken back
     time.sleep(0.05)
     assert call_with_deadline(ident, (), {}, 5.0) == (fresh, None)
+    import os
+
+    pid = os.fork()   # a forked child (no copy of the worker's thread) starts its own worker
+    if pid == 0:
+        os._exit(0 if call_with_deadline(lambda: 7, (), {}, 2.0) == (7, None) else 1)
+    assert os.waitpid(pid, 0)[1] == 0
 
 
 def weird_values(prompts, completions, **fields):

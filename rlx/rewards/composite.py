@@ -26,6 +26,7 @@ whose list is not all finite numbers fails, as a non-number does for a sequence 
 from __future__ import annotations
 
 import math
+import os
 import queue
 import sys
 import threading
@@ -58,6 +59,7 @@ class _Worker:
 
 _WORKER: list = []   # the reusable worker; emptied when a call times out on it
 _WORKER_LOCK = threading.Lock()
+os.register_at_fork(after_in_child=_WORKER.clear)   # a forked child has no copy of the worker's thread
 
 
 def call_with_deadline(fn, args: tuple, kwargs: dict, timeout_s: float):
