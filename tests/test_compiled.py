@@ -44,6 +44,17 @@ def test_compiled_layers_equal_the_eager_path(tmp_path, args):
     assert all(r["perf/compile_s"] < comp[1]["perf/compile_s"] for r in comp[2:])
 
 
+def test_compiled_layers_under_autocast_with_a_bf16_reference(tmp_path):
+    """bf16 autocast stores the reference's linear weights in bf16 (speed.bf16_linear_reference); turning the compiled
+    layers on must not run the lean forward's self-check on that reference outside autocast (it crashed at start)."""
+    args = ["algo=dpo", "data.prompts_per_step=4", "data.train_size=16", "data.responses_per_prompt=2",
+            "trainer.steps=2", "trainer.eval_every=0", "hardware.num_threads=1", "hardware.autocast=true"]
+    run_main([*args, "hardware.compile=true"], tmp_path / "compiled")
+    rows = read_metrics(tmp_path / "compiled")[1:]
+    assert "[rlx] compile: on" in (tmp_path / "compiled.log").read_text()
+    assert rows[0]["perf/compile_s"] > 0 and all(math.isfinite(r["loss/total"]) for r in rows)
+
+
 def test_auto_setting_is_off_on_the_cpu_and_says_why():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert "off on the CPU" in compiled.why_not(None, cpu, lean_on=True)

@@ -83,8 +83,7 @@ def apply(models, setting, device: torch.device, lean_on: bool) -> str:
     why = why_not(setting, device, lean_on)
     if why is None:
         for model in models:
-            lean = lean_forward.for_model(model) if model is not None else None
-            if lean is not None:
-                lean.compiled = layers()
+            if model is not None and lean_forward.why_not(model) is None:
+                lean_forward.use_layers(model, layers())
     return "[rlx] compile: on (decoder layers; compile time logged as perf/compile_s)" if why is None else (
         f"[rlx] compile: off ({why})")

@@ -270,6 +270,17 @@ def _self_check(lean: LeanForward) -> float:
     return float((ref[real] - got[real]).abs().max())
 
 
+_LAYERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def use_layers(model, layers: tuple) -> None:
+    """Run ``model``'s lean forward with ``layers`` (compiled ``layer_in``, ``layer_out``: rlx.models.compiled), now
+    or once it is built (building runs the self-check, which must run under the caller's autocast, not here)."""
+    _LAYERS[model] = layers
+    if _LEAN.get(model) is not None:
+        _LEAN[model].compiled = layers
+
+
 def disable(model) -> None:
     """``hardware.lean_forward=false``: ``model`` always runs the transformers forward."""
     _LEAN[model] = None
@@ -283,6 +294,6 @@ def for_model(model) -> LeanForward | None:
     if why_not(model) is None:
         candidate = LeanForward(model)
         if _self_check(candidate) <= SELF_CHECK_ATOL:
-            lean = candidate
+            lean, candidate.compiled = candidate, _LAYERS.get(model)
     _LEAN[model] = lean
     return lean
