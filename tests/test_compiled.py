@@ -60,5 +60,6 @@ def test_auto_setting_is_off_on_the_cpu_and_says_why():
     assert "off on the CPU" in compiled.why_not(None, cpu, lean_on=True)
     assert compiled.why_not(True, cpu, lean_on=True) is None
     assert compiled.why_not(False, cuda, lean_on=True) == "hardware.compile=false"
+    assert "not measured there yet" in compiled.why_not(None, cuda, lean_on=True)   # until gpu_check.sh has
     assert "lean forward is off" in compiled.why_not(True, cpu, lean_on=False)
     assert compiled.apply((), False, cpu, True) == "[rlx] compile: off (hardware.compile=false)"

@@ -11,8 +11,9 @@ compiles each half about twice, not once per length. Not compiled: the CPU decod
 weights (``Frozen``: oneDNN's packed matmul is already one call per projection), transformers' forward (models
 the lean forward does not cover) and everything outside the layers.
 
-``hardware.compile``: true | false | null (auto: on for CUDA, off on the CPU, where the steady step is 6-8% faster
-but compiling costs 3-41 s a process, more than the default run saves: docs/performance.md). Compile time is
+``hardware.compile``: true | false | null (auto: off. On the CPU the steady step is 6-8% faster but compiling costs
+3-41 s a process, more than the default run saves: docs/performance.md; on CUDA it is not yet measured:
+benchmarks/gpu_check.sh measures it, and auto stays off until it has). Compile time is
 counted apart from the step (``seconds()``, logged as ``perf/compile_s``: the seconds spent compiling during that
 step) through dynamo's compile callbacks.
 """
@@ -66,9 +67,12 @@ def why_not(setting, device: torch.device, lean_on: bool) -> str | None:
         return "hardware.compile=false"
     if not lean_on:
         return "the lean forward is off, and compile applies to its layers"
-    if setting is None and device.type != "cuda":
+    if setting is None and device.type == "cpu":
         return ("auto: off on the CPU, where compiling costs more than a typical run saves (docs/performance.md); "
                 "hardware.compile=true turns it on for long runs")
+    if setting is None:
+        return (f"auto: off on {device.type}, not measured there yet (benchmarks/gpu_check.sh measures it); "
+                "hardware.compile=true turns it on")
     if device.type == "cpu" and not (shutil.which("c++") or shutil.which("g++")):
         return "no C++ compiler on PATH for inductor's CPU kernels"
     if device.type == "cuda":
