@@ -45,7 +45,6 @@ from rlx.models.lean_ops import (  # noqa: F401 (GrowCache, BufferCache, repeate
     _decode_attention,
     _rms,
     _rotate_half,
-    _sdpa,
     attention_mask,
     repeated_buffer,
 )
@@ -144,11 +143,7 @@ class LeanForward:
         q, k, v = self._attention_in(_rms(x, layer.input_layernorm.weight, self.eps), layer, cos, sin, frozen, N, Q)
         if cache is not None:
             k, v = cache.update(i, k, v)
-        if fp32:
-            with torch.autocast(x.device.type, enabled=False):
-                o = _sdpa(q.float(), k.float(), v.float(), mask, self.scale, self.n_q // self.n_kv)
-        else:
-            o = _sdpa(q, k, v, mask, self.scale, self.n_q // self.n_kv)
+        o = lean_ops.attend(q, k, v, mask, self.scale, self.n_q // self.n_kv, fp32, x.device.type)
         x = x + frozen.linear(o.transpose(1, 2).reshape(N, Q, -1), layer, "o")
         gate, up = frozen.linear(_rms(x, layer.post_attention_layernorm.weight, self.eps), layer,
                                  "gate_up").split(self.intermediate, -1)

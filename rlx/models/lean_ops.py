@@ -115,16 +115,19 @@ def layer_in(x, w, cos, sin, head_dim: int, eps: float):
     return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin, v
 
 
+def attend(q, k, v, mask, scale: float, n_rep: int, fp32: bool, device_type: str):
+    """Attention of q over (k, v) [N, H, Q, D]; fp32: in float32 with autocast off (``rlx_sdpa_fp32``)."""
+    if not fp32:
+        return _sdpa(q, k, v, mask, scale, n_rep)
+    with torch.autocast(device_type, enabled=False):
+        return _sdpa(q.float(), k.float(), v.float(), mask, scale, n_rep)
+
+
 def layer_out(x, q, k, v, mask, w, scale: float, n_rep: int, eps: float, fp32: bool):
     """The rest of the layer: attention over (k, v) (the cache's, this forward's included), o_proj, the residual,
     the SiLU-gated MLP and its residual; fp32: attention in float32 under autocast (``rlx_sdpa_fp32``)."""
-    N, Q = x.shape[0], x.shape[1]
-    if fp32:
-        with torch.autocast(x.device.type, enabled=False):
-            o = _sdpa(q.float(), k.float(), v.float(), mask, scale, n_rep)
-    else:
-        o = _sdpa(q, k, v, mask, scale, n_rep)
-    x = x + F.linear(o.transpose(1, 2).reshape(N, Q, -1), w[9], w[10])
+    o = attend(q, k, v, mask, scale, n_rep, fp32, x.device.type).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
+    x = x + F.linear(o, w[9], w[10])
     h = _rms(x, w[11], eps)
     return x + F.linear(F.silu(F.linear(h, w[12], w[13])) * F.linear(h, w[14], w[15]), w[16], w[17])
 
