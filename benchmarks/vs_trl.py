@@ -80,19 +80,22 @@ def rlx_grpo(common, B, G, L, beta, seed=0):
                         f"algo.beta={beta}", f"seed={seed}"])
 
 
-def trl_grpo(path, B, G, L, beta, steps, callback, seed=0, **kw):
+def trl_grpo(path, B, G, L, beta, steps, callback, seed=0, records=None, rewards=None, **kw):
+    """TRL's GRPOTrainer on ``records`` (default: the embedded task's) with ``rewards`` = (funcs, weights) (default:
+    rlx's default reward), the hyper-parameters of rlx's default GRPO recipe and TRL's other defaults."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     tok = AutoTokenizer.from_pretrained(path, padding_side="left")
-    funcs, weights = reward_funcs()
+    funcs, weights = rewards or reward_funcs()
     args = GRPOConfig(output_dir=tempfile.mkdtemp(prefix="trl_bench_"), num_generations=G,
                       per_device_train_batch_size=B * G, max_completion_length=L, beta=beta, learning_rate=1e-4,
                       lr_scheduler_type="constant", adam_beta2=0.99, temperature=1.0, top_k=0, top_p=1.0,
                       report_to="none", logging_steps=1, save_strategy="no", max_steps=steps,
                       seed=seed, reward_weights=weights, disable_tqdm=True, **kw)
-    ds = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in arithmetic_records(B * steps)])
+    records = records if records is not None else arithmetic_records(B * steps)
+    ds = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in records])
     return GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(path), reward_funcs=funcs, args=args,
                        train_dataset=ds, processing_class=tok, callbacks=[callback])
 
