@@ -17,8 +17,13 @@ FAST = ["model.init=random", "trainer.progress=false", "trainer.eval_every=0"]
 @pytest.fixture(scope="session", autouse=True)
 def hermetic_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
+    # Under pytest-xdist (-n 2) the workers share one model cache beside their temp dirs, so the warm-started model
+    # is built once (ensure_tiny takes a file lock), not once per worker.
+    shared = tmp_path_factory.getbasetemp().parent / "rlx_cache" if os.environ.get("PYTEST_XDIST_WORKER") else None
+    if shared is not None:
+        shared.mkdir(exist_ok=True)
     env = {
-        "RLX_CACHE": os.environ.get("RLX_TEST_CACHE", str(tmp_path_factory.mktemp("rlx_cache"))),
+        "RLX_CACHE": os.environ.get("RLX_TEST_CACHE", str(shared or tmp_path_factory.mktemp("rlx_cache"))),
         "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
         "MLFLOW_DISABLE_TELEMETRY": "true", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
         "WANDB_DIR": str(home / "wandb"), "WANDB_CACHE_DIR": str(home / "wandb_cache"),
