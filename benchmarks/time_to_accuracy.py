@@ -35,17 +35,17 @@ def task_parts(task: str) -> dict:
     correctness function of the evaluation, and the task object (training and held-out problems)."""
     import rlx
     from rlx.catalogue import load as load_components
-    from rlx.registry import REWARDS
+    from rlx.rewards.composite import CompositeReward
     from rlx.trainers.embedded import ensure_tiny
 
     load_components()
     overrides, L, _ = TASKS[task]
     cfg = rlx.compose(["trainer.progress=false", *overrides])
     path = ensure_tiny(cfg.model, log=lambda *a: None, data=cfg.data)
-    terms = [(REWARDS.get(t.fn)(t), float(t.weight)) for t in cfg.reward.terms.values() if float(t.weight)]
-    correct = REWARDS.get(cfg.reward.terms[cfg.reward.score_term].fn)(cfg.reward.terms[cfg.reward.score_term])
+    reward = CompositeReward(cfg.reward)   # the run's reward: its terms are (function, weight)
+    terms = [(fn, w) for fn, w in reward.terms.values() if w]
     return {"path": path, "overrides": overrides, "L": L, "rewards": ([f for f, _ in terms], [w for _, w in terms]),
-            "correct": correct, "data": rlx.build("data", cfg.data)}
+            "correct": reward.terms[reward.score_term][0], "data": rlx.build("data", cfg.data)}
 
 
 def accuracy(model, tok, records, max_new_tokens: int, correct) -> float:
