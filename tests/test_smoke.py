@@ -15,17 +15,25 @@ ONLINE_VOCAB = ["reward/mean", "reward/std", "score/mean", "response_length/mean
                 "perf/train_s", "perf/tokens_per_s", "perf/peak_mem_gb"]
 
 
+def small_eval(data) -> list[str]:
+    """Held-out sets of 64 problems (pairs, solutions) for a 2-step run: the presets' 500 made the two evaluations
+    most of such a run (data=sums_steps: 7 of its 8 s)."""
+    return [f"data.{k}=64" for k in ("eval_size", "pref_eval_size", "step_eval_size") if data.get(k, 0) > 64]
+
+
 @pytest.mark.parametrize("algo", group_choices("algo"))
 @pytest.mark.slow
 def test_two_steps(algo, tmp_path):
+    preset = rlx.compose([f"algo={algo}"])
     # ghpo's preset picks data=sums (48-token answers) and generates up to 4 rounds: shorter answers keep it quick
     short = ["rollout.max_new_tokens=8"] if algo == "ghpo" else []
-    run_main([f"algo={algo}", "trainer.steps=2", "data.prompts_per_step=4", *FAST, *short], tmp_path / "run")
+    run_main([f"algo={algo}", "trainer.steps=2", "data.prompts_per_step=4", *FAST, *short, *small_eval(preset.data)],
+             tmp_path / "run")
     tmp_path = tmp_path / "run"
     rows = read_metrics(tmp_path)
     assert [r["step"] for r in rows] == [0, 1, 2]
     # a reward model generates nothing: its held-out evaluation is pair accuracy (rlx/trainers/rm.py)
-    trainer = rlx.build("algo", rlx.compose([f"algo={algo}"]).algo).trainer
+    trainer = rlx.build("algo", preset.algo).trainer
     if trainer == "rm":
         assert "rm/accuracy" in rows[0] and "rm/accuracy" in rows[-1]
     elif trainer == "prm":
