@@ -18,9 +18,9 @@ import rlx
 
 ARGS = ["trainer.steps=5", "data.prompts_per_step=4", "trainer.progress=false", "trainer.eval_every=0",
         "trainer.micro_batch_size=4", "trainer.mini_batch_size=16", "trainer.update_epochs=2",
-        "hardware.num_threads=1", "trainer.save_every=2"]
+        "hardware.num_threads=1", "trainer.save_every=2", "data.eval_size=32"]
 CASES = {"grpo": [], "dapo": ["algo=dapo"], "rloo": ["algo=rloo"], "reinforce_pp": ["algo=reinforce_pp"],
-         "ppo": ["algo=ppo"], "dpo": ["algo=dpo"]}
+         "ppo": ["algo=ppo"], "dpo": ["algo=dpo", "data.pref_eval_size=32"]}
 # Two ranks add a mini-batch's gradient in another order than one process (each rank its micro-batches, then the
 # all-reduce; FSDP2's reduce-scatter and sharded norm); in float32 that is ~6e-7 relative at step 1 (the same with
 # rollout.shard=false), and two metrics amplify it by step 5: the pre-clip gradient norm of a sum with
