@@ -58,10 +58,11 @@ WORKLOADS = {
 DEFAULTS = {"cpu": "grpo-1m,grpo-30m,grpo-1m-demo,dpo-1m,dpo-30m", "cuda": "grpo-0.5b,dpo-0.5b"}
 
 
-def rlx_common(path, size, threads, device, compile_):
+def rlx_common(path, size, threads, device, compile_, backend="inductor"):
     model = ["model=qwen0_5b", f"model.path={path}"] if size == "0.5b" else [f"model.path={path}"]
     hw = ["hardware=gpu"] if device == "cuda" else []
-    return [*model, *hw, f"hardware.compile={str(compile_).lower()}", "trainer.lr=1e-4", "trainer.steps=100000",
+    return [*model, *hw, f"hardware.compile={str(compile_).lower()}", f"hardware.compile_backend={backend}",
+            "trainer.lr=1e-4", "trainer.steps=100000",
             f"hardware.num_threads={threads}"]
 
 
@@ -147,7 +148,7 @@ def run_workload(name: str, a, run: int) -> list[dict]:
     data = pairs_file(B * (steps + 2) * 4) if algo == "dpo" else None
 
     def build(compile_):
-        common = rlx_common(path, size, a.threads, a.device, compile_)
+        common = rlx_common(path, size, a.threads, a.device, compile_, a.compile_backend)
         return rlx_grpo(common, B, G, L, beta) if algo == "grpo" else rlx_dpo(common, B, beta, data)
 
     autocast = build(False).autocast   # hardware.autocast=null: rlx picks the dtype (rlx/runtime/speed.py)
@@ -224,6 +225,8 @@ def main():
     p.add_argument("--variants", default=None, help="TRL variants to run (default: all)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--compile", action="store_true", help="also time rlx's compiled path (hardware.compile=true)")
+    p.add_argument("--compile-backend", default="inductor", help="hardware.compile_backend of the compiled rows "
+                   "(aot_eager: the same path without code generation, for checking the script quickly)")
     p.add_argument("--runs", type=int, default=1, help="repeat every workload this many times (median in the JSON)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=3)

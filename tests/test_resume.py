@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST, REPO, last_step, read_metrics, run_cli
+from conftest import FAST, REPO, last_step, read_metrics, run_main
 
 # Per algorithm: the overrides of a tiny run, and how many seeded random kill points to use.
 # GRPO with off-policy reuse: 2 epochs x 2 mini-batches of 8 (of N = 2 prompts x 8 samples), 2 micro-
@@ -259,6 +259,6 @@ def test_a_signal_saves_at_the_next_step_boundary_then_resumes_exactly(grpo_ref,
     assert f"{sig.name}: checkpoint saved at step {last}" in (run_dir / "stderr.txt").read_text()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["interrupted"] == sig.name and summary["steps"] == last
-    run_cli(GRPO + ["trainer.resume=true"], run_dir=run_dir)
+    run_main(GRPO + ["trainer.resume=true"], run_dir)   # the CLI's main, forked without the imports' ~3 s
     assert strip_perf(read_metrics(run_dir)) == strip_perf(read_metrics(grpo_ref))
     print(f"\n{sig.name} after step {k}: checkpoint of step {last}, exit 143 after {latency:.2f} s")

@@ -12,3 +12,5 @@ SCHEDULES = ("constant", "linear", "cosine")
 IS_CORRECTIONS = ("none", "tis")
 # Parameter dtypes a model may load in.
 DTYPES = ("float32", "bfloat16", "float16")
+# torch.compile backends of the compiled path, hardware.compile_backend (rlx.models.compiled).
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager", "cudagraphs")

@@ -9,6 +9,7 @@ import re
 from omegaconf import DictConfig, OmegaConf
 
 from rlx.config.choices import (
+    COMPILE_BACKENDS,
     DTYPES,
     IS_CORRECTIONS,
     SCHEDULES,
@@ -98,6 +99,8 @@ def _check_values(cfg: DictConfig) -> None:
         hint = closest(dev, ("cpu", "cuda", "mps"))
         raise ConfigError(f"hardware.device={dev!r}: not a torch device" + (f"; did you mean '{hint}'?" if hint else "")
                           + " (valid: cpu, cuda, cuda:<i>, mps, xpu)")
+    if hw.get("compile_backend") is not None:   # rlx/models/compiled.py (torch is not imported here)
+        _choice("hardware.compile_backend", hw.compile_backend, COMPILE_BACKENDS)
     if hw.get("num_threads") is not None:
         _need(hw.num_threads >= 1, f"hardware.num_threads={hw.num_threads}: must be >= 1, or null (torch's default)")
     for key, low in (("eval_size", 0), ("dev_size", 0), ("prompts_per_step", 1)):

@@ -15,7 +15,9 @@ the lean forward does not cover) and everything outside the layers.
 3-41 s a process, more than the default run saves: docs/performance.md; on CUDA it is not yet measured:
 benchmarks/gpu_check.sh measures it, and auto stays off until it has). Compile time is
 counted apart from the step (``seconds()``, logged as ``perf/compile_s``: the seconds spent compiling during that
-step) through dynamo's compile callbacks.
+step) through dynamo's compile callbacks. ``hardware.compile_backend`` (default inductor, TRL's
+``torch_compile_backend``) picks torch.compile's backend: ``aot_eager`` traces the same graphs without generating
+code (a quick check of the path, no speed-up).
 """
 
 from __future__ import annotations
@@ -47,9 +49,13 @@ def seconds() -> float:
     return _CLOCK["total"]
 
 
-@functools.lru_cache(maxsize=1)
-def layers() -> tuple:
-    """(compiled ``layer_in``, compiled ``layer_out``), built once per process; compilation happens at first use."""
+BACKENDS = ("inductor", "aot_eager", "eager", "cudagraphs")   # hardware.compile_backend (torch.compile's backend=)
+
+
+@functools.lru_cache(maxsize=None)
+def layers(backend: str = "inductor") -> tuple:
+    """(compiled ``layer_in``, compiled ``layer_out``), built once per process and backend; compilation happens at
+    first use."""
     import torch._dynamo.config as dynamo_config
     from torch._dynamo import callback
 
@@ -58,10 +64,10 @@ def layers() -> tuple:
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 16)
     callback.on_compile_start(_started)
     callback.on_compile_end(_ended)
-    return torch.compile(lean_ops.layer_in), torch.compile(lean_ops.layer_out)
+    return torch.compile(lean_ops.layer_in, backend=backend), torch.compile(lean_ops.layer_out, backend=backend)
 
 
-def why_not(setting, device: torch.device, lean_on: bool) -> str | None:
+def why_not(setting, device: torch.device, lean_on: bool, backend: str = "inductor") -> str | None:
     """Why the compiled path is off for this run (None: on)."""
     if setting is False:
         return "hardware.compile=false"
@@ -73,6 +79,10 @@ def why_not(setting, device: torch.device, lean_on: bool) -> str | None:
     if setting is None:
         return (f"auto: off on {device.type}, not measured there yet (benchmarks/gpu_check.sh measures it); "
                 "hardware.compile=true turns it on")
+    if backend == "cudagraphs" and device.type != "cuda":
+        return f"hardware.compile_backend=cudagraphs needs a CUDA device, not {device.type}"
+    if backend != "inductor":
+        return None
     if device.type == "cpu" and not (shutil.which("c++") or shutil.which("g++")):
         return "no C++ compiler on PATH for inductor's CPU kernels"
     if device.type == "cuda":
@@ -83,12 +93,12 @@ def why_not(setting, device: torch.device, lean_on: bool) -> str | None:
     return None
 
 
-def apply(models, setting, device: torch.device, lean_on: bool) -> str:
+def apply(models, setting, device: torch.device, lean_on: bool, backend: str = "inductor") -> str:
     """Turn the compiled layers on for every model in ``models`` that runs the lean forward; the line to print."""
-    why = why_not(setting, device, lean_on)
+    why = why_not(setting, device, lean_on, backend)
     if why is None:
         for model in models:
             if model is not None and lean_forward.why_not(model) is None:
-                lean_forward.use_layers(model, layers())
-    return "[rlx] compile: on (decoder layers; compile time logged as perf/compile_s)" if why is None else (
-        f"[rlx] compile: off ({why})")
+                lean_forward.use_layers(model, layers(backend))
+    return (f"[rlx] compile: on (decoder layers, backend {backend}; compile time logged as perf/compile_s)"
+            if why is None else f"[rlx] compile: off ({why})")

@@ -87,7 +87,8 @@ class Trainer:
             why = lean_forward.why_not(self.model) or (
                 None if lean_forward.for_model(self.model) is not None else "its logits differ from transformers'")
         self.console.print(f"[rlx] lean forward: {'on' if why is None else f'off ({why})'}")
-        self.console.print(compiled.apply((self.model, self.ref), hw.get("compile"), self.device, why is None))
+        self.console.print(compiled.apply((self.model, self.ref), hw.get("compile"), self.device, why is None,
+                                          hw.get("compile_backend", "inductor")))
         self.engine = ENGINES.get(cfg.rollout.engine)(cfg.rollout, self.model, self.tok, device=self.device,
                                                       autocast=self.autocast)
         self.episodes = None   # multi-turn envs: rollouts are episodes (rlx/rollout/episodes.py)
