@@ -100,11 +100,17 @@ def arithmetic_records(n: int, start: int = 0) -> list[dict]:
     return ArithmeticTask().train_batch(start, n)
 
 
-def reward_funcs():
-    """The default reward of rlx (conf/reward/arithmetic.yaml) as TRL reward functions: (funcs, weights)."""
-    from rlx.rewards.arithmetic import build_arithmetic_correct, build_integer_format
+def reward_funcs(reward_cfg=None):
+    """A run's reward (default: rlx's default run's, conf/reward/arithmetic.yaml) as TRL reward functions: the terms
+    of its ``CompositeReward`` with non-zero weight, as (funcs, weights)."""
+    import rlx
+    from rlx.catalogue import load as _load_components
+    from rlx.rewards.composite import CompositeReward
 
-    return [build_arithmetic_correct(), build_integer_format()], [1.0, 0.1]
+    _load_components()
+    reward = CompositeReward(reward_cfg if reward_cfg is not None else rlx.compose([]).reward)
+    terms = [(fn, w) for fn, w in reward.terms.values() if w]
+    return [f for f, _ in terms], [w for _, w in terms]
 
 
 def rlx_trainer(overrides: list[str], run_dir: str | None = None):

@@ -23,7 +23,7 @@ import argparse
 import statistics
 import time
 
-from _common import emit, machine, quiet, rlx_step, rlx_trainer, setup, trl_step_timer
+from _common import emit, machine, quiet, reward_funcs, rlx_step, rlx_trainer, setup, trl_step_timer
 
 # task -> (rlx overrides, new tokens, default target)
 TASKS = {"arithmetic": ([], 4, 0.40), "sums": (["experiment=sums"], 48, 0.65)}
@@ -42,9 +42,8 @@ def task_parts(task: str) -> dict:
     overrides, L, _ = TASKS[task]
     cfg = rlx.compose(["trainer.progress=false", *overrides])
     path = ensure_tiny(cfg.model, log=lambda *a: None, data=cfg.data)
-    reward = CompositeReward(cfg.reward)   # the run's reward: its terms are (function, weight)
-    terms = [(fn, w) for fn, w in reward.terms.values() if w]
-    return {"path": path, "overrides": overrides, "L": L, "rewards": ([f for f, _ in terms], [w for _, w in terms]),
+    reward = CompositeReward(cfg.reward)   # the run's reward: its score term is the evaluation's correctness
+    return {"path": path, "overrides": overrides, "L": L, "rewards": reward_funcs(cfg.reward),
             "correct": reward.terms[reward.score_term][0], "data": rlx.build("data", cfg.data)}
 
 
