@@ -100,15 +100,16 @@ def arithmetic_records(n: int, start: int = 0) -> list[dict]:
     return ArithmeticTask().train_batch(start, n)
 
 
-def reward_funcs(reward_cfg=None):
-    """A run's reward (default: rlx's default run's, conf/reward/arithmetic.yaml) as TRL reward functions: the terms
-    of its ``CompositeReward`` with non-zero weight, as (funcs, weights)."""
-    import rlx
-    from rlx.catalogue import load as _load_components
-    from rlx.rewards.composite import CompositeReward
+def reward_funcs(reward=None):
+    """A run's ``CompositeReward`` (default: rlx's default run's, conf/reward/arithmetic.yaml) as TRL reward
+    functions: its terms with non-zero weight, as (funcs, weights)."""
+    if reward is None:
+        import rlx
+        from rlx.catalogue import load as _load_components
+        from rlx.rewards.composite import CompositeReward
 
-    _load_components()
-    reward = CompositeReward(reward_cfg if reward_cfg is not None else rlx.compose([]).reward)
+        _load_components()
+        reward = CompositeReward(rlx.compose([]).reward)
     terms = [(fn, w) for fn, w in reward.terms.values() if w]
     return [f for f, _ in terms], [w for _, w in terms]
 

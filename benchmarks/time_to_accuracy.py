@@ -43,7 +43,7 @@ def task_parts(task: str) -> dict:
     cfg = rlx.compose(["trainer.progress=false", *overrides])
     path = ensure_tiny(cfg.model, log=lambda *a: None, data=cfg.data)
     reward = CompositeReward(cfg.reward)   # the run's reward: its score term is the evaluation's correctness
-    return {"path": path, "overrides": overrides, "L": L, "rewards": reward_funcs(cfg.reward),
+    return {"path": path, "overrides": overrides, "L": L, "rewards": reward_funcs(reward),
             "correct": reward.terms[reward.score_term][0], "data": rlx.build("data", cfg.data)}
 
 

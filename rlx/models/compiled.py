@@ -49,9 +49,6 @@ def seconds() -> float:
     return _CLOCK["total"]
 
 
-BACKENDS = ("inductor", "aot_eager", "eager", "cudagraphs")   # hardware.compile_backend (torch.compile's backend=)
-
-
 @functools.lru_cache(maxsize=None)
 def layers(backend: str = "inductor") -> tuple:
     """(compiled ``layer_in``, compiled ``layer_out``), built once per process and backend; compilation happens at
