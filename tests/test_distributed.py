@@ -21,12 +21,15 @@ ARGS = ["trainer.steps=5", "data.prompts_per_step=4", "trainer.progress=false", 
         "hardware.num_threads=1", "trainer.save_every=2", "data.eval_size=32"]
 CASES = {"grpo": [], "dapo": ["algo=dapo"], "rloo": ["algo=rloo"], "reinforce_pp": ["algo=reinforce_pp"],
          "ppo": ["algo=ppo"], "dpo": ["algo=dpo", "data.pref_eval_size=32"]}
-# Two ranks add a mini-batch's gradient in another order than one process (each rank its micro-batches, then the
-# all-reduce; FSDP2's reduce-scatter and sharded norm); in float32 that is ~6e-7 relative at step 1 (the same with
-# rollout.shard=false), and two metrics amplify it by step 5: the pre-clip gradient norm of a sum with
-# cancellation (DAPO step 5 under ddp: 1.3e-5) and the extreme token ratio exp(log π − log π_old) (GRPO step 3
-# under FSDP: 1.2e-5). Measured, not tuned: those two are held to 3e-5, every other metric to 1e-5.
-EXTREMES = ("policy/ratio_max", "policy/ratio_min", "optim/grad_norm")
+# The equality runs are in float64 (model.dtype=float64). Two ranks add a mini-batch's gradient in another order
+# than one process (each rank its micro-batches, then the all-reduce; FSDP2's reduce-scatter and sharded norm). In
+# float32 that is ~6e-7 relative at step 1, and by step 5 the extreme token ratio and the pre-clip gradient norm (a
+# sum with cancellation) amplify it to 9.9e-6 on one CPU, 1.3e-5 on another: the dtype's noise, at the edge of 1e-5.
+# In float64 the order costs ~1e-15 (GRPO, DAPO, RLOO, DPO); what remains is the float32 arithmetic rlx does on
+# purpose in both runs (advantages: REINFORCE++'s whitening over the all-reduced batch 3e-8, PPO's GAE and explained
+# variance 1.8e-6). So every metric is held to the issue's 1e-5, and a wrong share, normalisation or collective
+# cannot hide under it.
+F64 = ["model.dtype=float64"]
 
 
 def torchrun(launch: list[str], script: list[str], env=None, timeout=600):
@@ -35,30 +38,29 @@ def torchrun(launch: list[str], script: list[str], env=None, timeout=600):
                           env={**os.environ, **(env or {})})
 
 
-def assert_same(a, b, rel=1e-5, extremes_rel=3e-5):
+def assert_same(a, b, rel=1e-5):
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for x, y in zip(a, b):
         for k, v in x.items():
             if k.startswith("perf/"):
                 continue
             assert k in y, (x["step"], k)
-            tol = extremes_rel if k in EXTREMES else rel
-            assert abs(v - y[k]) <= tol * max(1.0, abs(v)), (x["step"], k, v, y[k])
+            assert abs(v - y[k]) <= rel * max(1.0, abs(v)), (x["step"], k, v, y[k])
 
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory, warm_tiny):
-    """Every case in this process (one rank)."""
+    """Every case in this process (one rank), in float64."""
     d = tmp_path_factory.mktemp("single")
     for name, overrides in CASES.items():
-        rlx.run(rlx.compose([*ARGS, *overrides]), run_dir=d / name)
+        rlx.run(rlx.compose([*ARGS, *F64, *overrides]), run_dir=d / name)
     return {name: read_metrics(d / name) for name in CASES}
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 @pytest.mark.slow
 def test_two_ranks_equal_one_process(strategy, single, tmp_path):
-    cases = {name: [*ARGS, *o, f"hardware={strategy}"] for name, o in CASES.items()}
+    cases = {name: [*ARGS, *F64, *o, f"hardware={strategy}"] for name, o in CASES.items()}
     proc = torchrun(["--standalone", "--nproc_per_node", "2"], ["tests/dist_runs.py", str(tmp_path), json.dumps(cases)])
     assert proc.returncode == 0, proc.stderr[-4000:]
     for name in CASES:
@@ -75,7 +77,7 @@ def test_two_ranks_equal_one_process(strategy, single, tmp_path):
     resumed = tmp_path / "grpo_resumed"
     shutil.copytree(tmp_path / "grpo", resumed)
     shutil.rmtree(resumed / "checkpoints" / "step_00000004")
-    run_cli(ARGS + ["trainer.resume=true", "hardware=cpu"], run_dir=resumed)   # the saved hardware=ddp needs torchrun
+    run_cli(ARGS + F64 + ["trainer.resume=true", "hardware=cpu"], run_dir=resumed)   # the saved hardware=ddp needs torchrun
     assert_same(single["grpo"], read_metrics(resumed))
 
 
@@ -105,7 +107,7 @@ def _two_nodes(run_dir, *extra, env=None, timeout=600):
 
 @pytest.mark.slow
 def test_two_nodes_on_loopback_equal_one_process(single, tmp_path):
-    (rc0, err0, _), (rc1, err1, _) = _two_nodes(tmp_path)
+    (rc0, err0, _), (rc1, err1, _) = _two_nodes(tmp_path, *F64)
     assert rc0 == 0 and rc1 == 0, (err0[-3000:], err1[-3000:])
     assert_same(single["grpo"], read_metrics(tmp_path))
 

@@ -11,6 +11,6 @@ SCHEDULES = ("constant", "linear", "cosine")
 # Engine/trainer mismatch corrections, rollout.is_correction (rlx.rollout.correction).
 IS_CORRECTIONS = ("none", "tis")
 # Parameter dtypes a model may load in.
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "float64")
 # torch.compile backends of the compiled path, hardware.compile_backend (rlx.models.compiled).
 COMPILE_BACKENDS = ("inductor", "aot_eager", "eager", "cudagraphs")

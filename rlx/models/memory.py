@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 _GB = 2**30
-_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
 
 
 class MemoryPlanError(RuntimeError):
