@@ -160,6 +160,10 @@ def test_auto_autocast_needs_bf16_matrix_instructions(monkeypatch):
     for flag, on in (("amx_bf16", True), ("avx512_bf16", True), (None, False)):
         monkeypatch.setattr(speed, "cpu_bf16_matmul", lambda flag=flag: flag)
         assert speed.resolve_autocast(None, big, cpu) is on, flag
+    monkeypatch.setattr(speed, "cpu_bf16_matmul", lambda: "avx512_bf16")
+    assert speed.resolve_autocast(None, big, cpu) is True
+    assert speed.resolve_autocast(None, big.double(), cpu) is False   # model.dtype=float64 stays float64
+    assert speed.resolve_autocast(True, big, cpu) is True             # an explicit setting is obeyed
 
 
 def test_fp32_attention_sampling_matches_its_training_forward(tiny):

@@ -47,9 +47,12 @@ def cpu_bf16_matmul() -> str | None:
 
 
 def resolve_autocast(setting, model, device: torch.device) -> bool:
-    """``hardware.autocast`` (true | false | null = auto) for this model on this device."""
+    """``hardware.autocast`` (true | false | null = auto) for this model on this device. Auto leaves a float64 model
+    (``model.dtype=float64``, a numerical check) in float64: bf16 autocast would pack its decode weights in bf16."""
     if setting is not None:
         return bool(setting)
+    if next(model.parameters()).dtype == torch.float64:
+        return False
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu" or cpu_bf16_matmul() is None:
