@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 
-from _common import emit, machine, model_dir, n_params, rlx_step, rlx_trainer, setup
-from vs_trl import WORKLOADS
+from _common import emit, machine, model_dir, n_params, rlx_step, setup
+from vs_trl import WORKLOADS, rlx_common, rlx_grpo
 
 MATMULS = ("aten::mm", "aten::addmm", "mkldnn::_linear_pointwise")
 
@@ -52,9 +52,7 @@ def main() -> None:
 
     _, size, B, G, L, beta = WORKLOADS[f"grpo-{args.size}"]
     path = model_dir(size)
-    trainer = rlx_trainer([f"model.path={path}", f"hardware.compile={str(not args.eager).lower()}", "trainer.lr=1e-4",
-                           "trainer.steps=100000", f"hardware.num_threads={args.threads}", f"data.prompts_per_step={B}",
-                           f"algo.group_size={G}", f"rollout.max_new_tokens={L}", f"algo.beta={beta}"])
+    trainer = rlx_grpo(rlx_common(path, size, args.threads, "cpu", not args.eager), B, G, L, beta)   # vs_trl's trainer
     for _ in range(args.warmup):
         rlx_step(trainer)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
